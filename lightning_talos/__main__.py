@@ -1,0 +1,5 @@
+"""``python -m lightning_talos``."""
+
+from lightning_talos.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,381 @@
+"""Posterior-based membership inference: metric-based (Song & Mittal) and NN-based (ML-Leaks).
+
+Both attacks are calibrated on a SHADOW model's outputs (members = shadow-train, non-members =
+shadow-test) and evaluated, unchanged, on the TARGET model's outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lightning_talos.attacks.metrics import best_threshold, membership_metrics
+from lightning_talos.attacks.outputs import ModelOutputs
+from lightning_talos.models.heads import MLP
+
+METRICS = ("correctness", "confidence", "entropy", "modified_entropy")
+
+# Smallest probability fed to a log: overconfident models emit posteriors of exactly 0 or 1
+# (the released code produced -inf/NaN there and crashed on Talos models).
+_EPS = 1e-30
+
+
+def _numpy(x: Tensor | np.ndarray) -> np.ndarray:
+    """A tensor or array as a float64/int NumPy array on the CPU."""
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def metric_scores(
+    posteriors: Tensor | np.ndarray, labels: Tensor | np.ndarray, *, eps: float = _EPS
+) -> dict[str, np.ndarray]:
+    """Song & Mittal's per-sample membership scores, each oriented so higher = member.
+
+    Args:
+        posteriors: ``[N, C]`` softmax outputs.
+        labels: ``[N]`` true labels.
+        eps: Clamp for probabilities inside logarithms, so posteriors of exactly 0 or 1 give
+            finite scores.
+
+    Returns:
+        ``correctness`` (1.0 if argmax == label), ``confidence`` (``p_y``), ``entropy`` (the
+        NEGATIVE Shannon entropy) and ``modified_entropy`` (the NEGATIVE of Mentr, i.e.
+        ``(1 - p_y) log p_y + sum_{i != y} p_i log(1 - p_i)``, which is <= 0), each ``[N]``
+        float64.
+
+    Raises:
+        ValueError: If shapes disagree or a label is out of range.
+    """
+    p = _numpy(posteriors).astype(np.float64)
+    y = _numpy(labels).astype(np.int64).ravel()
+    if p.ndim != 2 or len(y) != len(p):
+        raise ValueError(f"expected posteriors [N, C] and labels [N], got {p.shape} and {y.shape}")
+    if len(y) and (y.min() < 0 or y.max() >= p.shape[1]):
+        raise ValueError(f"labels must lie in [0, {p.shape[1]}), got [{y.min()}, {y.max()}]")
+    rows = np.arange(len(y))
+    p_y = p[rows, y]
+    log_p = np.log(np.clip(p, eps, 1.0))
+    log_1mp = np.log(np.clip(1.0 - p, eps, 1.0))
+    is_y = np.zeros_like(p, dtype=bool)
+    is_y[rows, y] = True
+    others = np.where(is_y, 0.0, p * log_1mp).sum(axis=1)
+    return {
+        "correctness": (p.argmax(axis=1) == y).astype(np.float64),
+        "confidence": p_y,
+        "entropy": (p * log_p).sum(axis=1),
+        "modified_entropy": (1.0 - p_y) * log_p[rows, y] + others,
+    }
+
+
+def fit_class_thresholds(
+    scores: np.ndarray, labels: np.ndarray, is_member: np.ndarray, num_classes: int
+) -> np.ndarray:
+    """Per-true-class thresholds maximising balanced accuracy (see ``best_threshold``).
+
+    A class with no shadow samples, or whose shadow samples are all members or all non-members,
+    gets the global threshold fitted on all samples.
+
+    Args:
+        scores: ``[N]`` shadow scores, higher = member.
+        labels: ``[N]`` true labels.
+        is_member: ``[N]`` 0/1 shadow membership.
+        num_classes: Number of classes ``C``.
+
+    Returns:
+        ``[C]`` float64 thresholds.
+
+    Raises:
+        ValueError: If the shadow data lacks members or non-members altogether.
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel()
+    is_member = np.asarray(is_member).astype(bool).ravel()
+    fallback = best_threshold(scores, is_member)
+    thresholds = np.full(num_classes, fallback)
+    for c in range(num_classes):
+        mask = labels == c
+        if is_member[mask].any() and not is_member[mask].all():
+            thresholds[c] = best_threshold(scores[mask], is_member[mask])
+    return thresholds
+
+
+def _stack(outputs: ModelOutputs) -> tuple[Tensor, Tensor, np.ndarray]:
+    """Posteriors ``[N, C]``, labels ``[N]`` and membership ``[N]`` (members first)."""
+    posteriors = torch.cat([outputs.members.posteriors, outputs.nonmembers.posteriors])
+    labels = torch.cat([outputs.members.labels, outputs.nonmembers.labels])
+    is_member = np.r_[np.ones(len(outputs.members)), np.zeros(len(outputs.nonmembers))]
+    return posteriors, labels, is_member.astype(bool)
+
+
+def _calibrated(
+    outputs: ModelOutputs, metric: str, thresholds: np.ndarray | None, **metric_kwargs
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Raw metric scores, labels, membership and (if given) per-class-calibrated scores."""
+    posteriors, labels, is_member = _stack(outputs)
+    raw = metric_scores(posteriors, labels, **metric_kwargs)[metric]
+    y = labels.cpu().numpy()
+    calibrated = raw if thresholds is None else raw - thresholds[y]
+    return raw, y, is_member, calibrated
+
+
+def metric_attack(
+    shadow: ModelOutputs,
+    target: ModelOutputs,
+    metric: str,
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    **metric_kwargs,
+) -> dict:
+    """Metric-based attack with per-class thresholds fitted on the shadow, applied to the target.
+
+    A sample is predicted a member when its score reaches the threshold of its TRUE class. The
+    continuous score handed to the ROC is ``score - threshold[true class]``: the per-class
+    calibrated margin, whose sign is exactly the decision. For ``correctness`` the ROC score is
+    the correctness bit itself (subtracting thresholds from a bit would only reorder classes).
+
+    Args:
+        shadow: Shadow model outputs (calibration).
+        target: Target model outputs (evaluation).
+        metric: One of ``correctness``, ``confidence``, ``entropy``, ``modified_entropy``.
+        n_bootstrap: Bootstrap resamples for the intervals.
+        seed: Bootstrap seed.
+        **metric_kwargs: Passed to :func:`metric_scores` (e.g. ``eps``).
+
+    Returns:
+        The :func:`~lightning_talos.attacks.metrics.membership_metrics` dict on the target, plus
+        ``thresholds`` (list of ``C`` floats) and ``shadow`` (the same metrics on the shadow
+        data with the fitted thresholds).
+
+    Raises:
+        ValueError: If ``metric`` is unknown or a set lacks members or non-members.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    raw, y, is_member, _ = _calibrated(shadow, metric, None, **metric_kwargs)
+    thresholds = fit_class_thresholds(raw, y, is_member, shadow.num_classes)
+    result: dict = {}
+    for name, outputs in (("target", target), ("shadow", shadow)):
+        raw, y, is_member, calibrated = _calibrated(outputs, metric, thresholds, **metric_kwargs)
+        scores = raw if metric == "correctness" else calibrated
+        predictions = raw >= thresholds[y]
+        result[name] = membership_metrics(
+            scores, is_member, predictions, n_bootstrap=n_bootstrap, seed=seed
+        )
+    out = result["target"]
+    out["thresholds"] = thresholds.tolist()
+    out["shadow"] = result["shadow"]
+    return out
+
+
+def nn_features(
+    posteriors: Tensor | np.ndarray, labels: Tensor | np.ndarray, top_k: int = 2
+) -> Tensor:
+    """ML-Leaks attack features: top-k sorted posteriors plus a "prediction is correct" bit.
+
+    With ``C <= top_k`` (e.g. binary tasks) the whole sorted vector is used (``k = min(k, C)``).
+
+    Args:
+        posteriors: ``[N, C]`` softmax outputs.
+        labels: ``[N]`` true labels.
+        top_k: Number of largest posteriors to keep.
+
+    Returns:
+        ``float32 [N, min(top_k, C) + 1]``.
+
+    Raises:
+        ValueError: If ``top_k`` < 1.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    p = torch.as_tensor(posteriors).float().cpu()
+    y = torch.as_tensor(labels).long().cpu()
+    k = min(top_k, p.shape[1])
+    top = torch.sort(p, dim=1, descending=True).values[:, :k]
+    correct = (p.argmax(dim=1) == y).float().unsqueeze(1)
+    return torch.cat([top, correct], dim=1)
+
+
+def train_epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+) -> Iterator[int]:
+    """Cross-entropy training by full-tensor mini-batching; yields after each epoch.
+
+    No DataLoader: the data is small and already in memory, and slicing a permuted tensor is
+    far cheaper than per-sample collation. The caller may evaluate between epochs.
+
+    Args:
+        model: Classifier producing logits.
+        optimizer: Optimiser over ``model``'s parameters.
+        x: ``[N, F]`` inputs.
+        y: ``[N]`` integer targets.
+        epochs: Number of passes.
+        batch_size: Mini-batch size.
+        generator: Drives the shuffling.
+
+    Yields:
+        The 1-based epoch number just finished (the model is in train mode).
+    """
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(x[idx]), y[idx]).backward()
+            optimizer.step()
+        yield epoch
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the block with one intra-op thread, then restore the previous setting.
+
+    Attack MLPs multiply matrices of a few thousand entries: thread synchronisation costs more
+    than the arithmetic (measured 4x slower with two threads on a busy 2-core machine).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def seeded_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, seed: int) -> MLP:
+    """An :class:`MLP` whose initialisation depends only on ``seed`` (global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MLP(in_dim, hidden, out_dim)
+
+
+@torch.no_grad()
+def _member_prob(model: nn.Module, x: Tensor) -> np.ndarray:
+    """Softmax probability of the member class (column 1), ``[N]`` float64."""
+    model.eval()
+    return torch.softmax(model(x), dim=1)[:, 1].double().numpy()
+
+
+def _balanced_acc(prob: np.ndarray, y: np.ndarray) -> float:
+    """Balanced accuracy of ``prob >= 0.5`` against 0/1 targets."""
+    pred = prob >= 0.5
+    return float(np.mean([np.mean(pred[y == c] == c) for c in (0, 1) if np.any(y == c)]))
+
+
+def _split_validation(
+    n: int, val_fraction: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Random train/validation index split of ``range(n)``."""
+    order = torch.randperm(n, generator=generator)
+    n_val = int(round(n * val_fraction))
+    return order[n_val:], order[:n_val]
+
+
+def nn_attack(
+    shadow: ModelOutputs,
+    target: ModelOutputs,
+    *,
+    top_k: int = 2,
+    hidden: Sequence[int] = (32, 32),
+    epochs: int = 100,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
+) -> dict:
+    """ML-Leaks NN attack: an MLP ``(k+1)-32-32-2`` on sorted top-k posteriors + correctness bit.
+
+    Trained with Adam and cross-entropy on the shadow features (member = 1), holding out
+    ``val_fraction`` of the shadow samples to pick the best epoch. The output layer has no
+    activation (the released code's ReLU on the logits is a defect). Member score = softmax
+    probability of the member class; decision = score >= 0.5. Deterministic for a seed: the
+    initialisation runs under a forked, seeded global RNG and the split and shuffling use a
+    dedicated ``torch.Generator``.
+
+    Args:
+        shadow: Shadow model outputs (training).
+        target: Target model outputs (evaluation).
+        top_k: Number of sorted posteriors used.
+        hidden: Hidden widths of the MLP.
+        epochs: Training epochs.
+        lr: Adam learning rate.
+        batch_size: Mini-batch size.
+        val_fraction: Fraction of the shadow data held out for validation, in ``[0, 1)``; 0
+            disables validation (``best_val`` is then the final model).
+        seed: Seed of initialisation, split and shuffling.
+        n_bootstrap: Bootstrap resamples for the intervals.
+
+    Returns:
+        ``{"final": metrics on the target after the last epoch, "best_val": metrics of the
+        weights with the best shadow-validation balanced accuracy, "best_epoch": int,
+        "epochs": int, "val_balanced_acc": float (at best_epoch, NaN without validation)}``,
+        each metrics entry a :func:`membership_metrics` dict.
+
+    Raises:
+        ValueError: If ``val_fraction`` is outside ``[0, 1)`` or a set lacks a class.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    features, is_member = _features(shadow, top_k)
+    generator = torch.Generator().manual_seed(seed)
+    train_idx, val_idx = _split_validation(len(features), val_fraction, generator)
+    model = seeded_mlp(features.shape[1], hidden, 2, seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    y = torch.as_tensor(is_member, dtype=torch.long)
+    best_state, best_epoch, best_val = copy.deepcopy(model.state_dict()), epochs, float("nan")
+    with single_thread():
+        for epoch in train_epochs(
+            model,
+            optimizer,
+            features[train_idx],
+            y[train_idx],
+            epochs=epochs,
+            batch_size=batch_size,
+            generator=generator,
+        ):
+            if len(val_idx) == 0:
+                continue
+            val_prob = _member_prob(model, features[val_idx])
+            val = _balanced_acc(val_prob, is_member[val_idx.numpy()])
+            if not val <= best_val:  # first epoch (NaN) or a strict improvement
+                best_state, best_epoch, best_val = copy.deepcopy(model.state_dict()), epoch, val
+    target_x, target_member = _features(target, top_k)
+
+    def evaluate() -> dict:
+        prob = _member_prob(model, target_x)
+        return membership_metrics(
+            prob, target_member, prob >= 0.5, n_bootstrap=n_bootstrap, seed=seed
+        )
+
+    final = evaluate()
+    if len(val_idx) == 0:
+        best_state = model.state_dict()
+    model.load_state_dict(best_state)
+    return {
+        "final": final,
+        "best_val": evaluate(),
+        "best_epoch": best_epoch,
+        "epochs": epochs,
+        "val_balanced_acc": best_val,
+    }
+
+
+def _features(outputs: ModelOutputs, top_k: int) -> tuple[Tensor, np.ndarray]:
+    """NN attack features ``[N, k+1]`` and membership ``[N]`` of one model's outputs."""
+    posteriors, labels, is_member = _stack(outputs)
+    return nn_features(posteriors, labels, top_k), is_member

@@ -1,0 +1,113 @@
+"""SimCLR pretraining with an online linear probe on detached features."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_talos.data.batched_aug import BatchedSimCLRAugment
+from lightning_talos.losses.ntxent import NTXentLoss
+from lightning_talos.models.backbones import build_backbone
+from lightning_talos.models.heads import ProjectionHead
+from lightning_talos.modules.common import (
+    MemberAccuracy,
+    configure_optim,
+    decay_groups,
+    layout,
+    two_views,
+)
+
+
+class SimCLR(pl.LightningModule):
+    """SimCLR encoder + projection head trained with NT-Xent (negatives gathered over ranks).
+
+    The online probe, a Linear(d, classes) on ``h.detach()`` in its own parameter group
+    (no weight decay, ``probe_lr``), shows representation quality while the encoder trains; its
+    gradients never reach the encoder. Validation records its accuracy on the role's members
+    and non-members.
+
+    Args:
+        backbone: backbone name (see ``models.backbones``).
+        stem: ``imagenet`` or ``cifar``.
+        num_classes: task classes (for the online probe).
+        temperature: NT-Xent temperature.
+        optim: optimiser settings (``name``, ``lr``, ``weight_decay``, ``schedule``, ...).
+        probe_lr: learning rate of the online probe.
+        proj_hidden_dim: projection hidden size (None = embedding size).
+        proj_dim: projection output size.
+        augment: keyword settings of :class:`BatchedSimCLRAugment`, or None when the loader
+            already yields two views.
+        channels_last: train in channels-last memory layout.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: str,
+        stem: str,
+        num_classes: int,
+        temperature: float,
+        optim: dict[str, Any],
+        probe_lr: float = 1e-3,
+        proj_hidden_dim: int | None = None,
+        proj_dim: int = 256,
+        augment: dict[str, Any] | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.backbone, self.embed_dim = build_backbone(backbone, stem=stem)
+        self.projection = ProjectionHead(
+            self.embed_dim, hidden_dim=proj_hidden_dim, out_dim=proj_dim
+        )
+        self.loss = NTXentLoss(temperature, gather_distributed=True)
+        self.probe = nn.Linear(self.embed_dim, num_classes)
+        self.augment = BatchedSimCLRAugment(**augment) if augment else None
+        self.accuracy = MemberAccuracy(num_classes)
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Embedding h of float images ``[B,3,S,S]`` -> ``[B,d]``."""
+        return self.backbone(layout(images, self.hparams.channels_last))
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        v1, v2 = two_views(batch.image, self.augment, self.hparams.channels_last)
+        h = self.backbone(torch.cat([v1, v2]))
+        z1, z2 = self.projection(h).chunk(2)
+        nce = self.loss(z1, z2)
+        labels = batch.label.repeat(2)
+        probe_logits = self.probe(h.detach())
+        probe_loss = F.cross_entropy(probe_logits, labels)
+        batch_size = len(batch.label)
+        self.log("train/nce_loss", nce, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        self.log("train/probe_loss", probe_loss, batch_size=batch_size, sync_dist=True)
+        probe_acc = (probe_logits.argmax(1) == labels).float().mean()
+        self.log("train/probe_acc", probe_acc, batch_size=batch_size, sync_dist=True)
+        return nce + probe_loss
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits = self.probe(self(batch.image))
+        self.accuracy.update(logits, batch.label, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.accuracy.compute(prefix="val/probe")
+        if metrics:
+            self.log_dict(metrics)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim = self.hparams.optim
+        groups = decay_groups(self.backbone, optim["weight_decay"])
+        groups += decay_groups(self.projection, optim["weight_decay"])
+        groups.append(
+            {
+                "params": list(self.probe.parameters()),
+                "lr": self.hparams.probe_lr,
+                "weight_decay": 0.0,
+            }
+        )
+        return configure_optim(self, groups, optim)

@@ -1,0 +1,100 @@
+"""Feature extraction once per model: eval mode, no augmentation, cached beside the run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lightning_talos.attacks.outputs import ModelOutputs, SplitOutputs
+from lightning_talos.data.datamodule import TalosDataModule
+from lightning_talos.data.splits import QUARTERS
+from lightning_talos.errors import UserError
+from lightning_talos.modules.classifier import LinearClassifier, SupervisedClassifier
+from lightning_talos.pipeline.context import RunContext
+from lightning_talos.pipeline.training import require_done
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_classifier(ctx: RunContext, stage: str, role: str) -> torch.nn.Module:
+    """A trained classifier (``supervised``, ``linear`` or ``talos_linear``) in eval mode.
+
+    Raises:
+        UserError: when the stage has not finished (naming the command) or its checkpoint is
+            unreadable.
+    """
+    require_done(ctx, stage, role)
+    path = ctx.stage_dir(stage, role) / "checkpoints" / "last.ckpt"
+    cls = SupervisedClassifier if stage == "supervised" else LinearClassifier
+    try:
+        model = cls.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, KeyError) as err:
+        raise UserError(f"cannot load {path}: {err}") from None
+    return model.to(device()).eval()
+
+
+@torch.no_grad()
+def extract(model: torch.nn.Module, loader: Any) -> SplitOutputs:
+    """Logits and embeddings of every sample of ``loader`` (deterministic, no grad)."""
+    parts: dict[str, list[Tensor]] = {k: [] for k in ("index", "logits", "emb", "label", "attr")}
+    for batch in loader:
+        h = model.embed(batch.image.to(device()))
+        parts["emb"].append(h.float().cpu())
+        parts["logits"].append(model.head(h).float().cpu())
+        parts["index"].append(torch.as_tensor(batch.index))
+        parts["label"].append(torch.as_tensor(batch.label))
+        parts["attr"].append(torch.as_tensor(batch.attribute))
+    cat = {k: torch.cat(v) for k, v in parts.items()}
+    attributes = cat["attr"] if bool((cat["attr"] >= 0).all()) else None
+    return SplitOutputs(cat["index"], cat["logits"], cat["label"], cat["emb"], attributes)
+
+
+def _cache_key(ctx: RunContext, stage: str, role: str) -> dict[str, str]:
+    manifest = require_done(ctx, stage, role)
+    return {"completion_id": manifest["completion_id"], "split_hash": ctx.splits.hash}
+
+
+def quarter_outputs(ctx: RunContext, stage: str, role: str) -> dict[str, SplitOutputs]:
+    """The model's outputs on all four quarters, from ``<run>/features/`` when cached.
+
+    The cache is keyed by the model's completion id (a retrained model gets a new one) and the
+    split hash; a stale or unreadable cache is recomputed.
+    """
+    path = ctx.root / "features" / f"{stage}-{role}.pt"
+    key = _cache_key(ctx, stage, role)
+    cached = _read_cache(path)
+    if cached is not None and cached["key"] == key:
+        return {q: SplitOutputs(**v) for q, v in cached["quarters"].items()}
+    model = load_classifier(ctx, stage, role)
+    dm = TalosDataModule(ctx.cfg.data, ctx.pool, ctx.splits, role=role, use="eval")
+    quarters = {q: extract(model, dm.eval_loader(getattr(ctx.splits, q))) for q in QUARTERS}
+    _write_cache(path, key, quarters)
+    return quarters
+
+
+def _read_cache(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a truncated cache is recomputed, never trusted
+        return None
+
+
+def _write_cache(path: Path, key: dict[str, str], quarters: dict[str, SplitOutputs]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"key": key, "quarters": {q: vars(v) for q, v in quarters.items()}}, tmp)
+    os.replace(tmp, path)
+
+
+def model_outputs(ctx: RunContext, stage: str, role: str) -> ModelOutputs:
+    """Members (the role's train quarter) and non-members (its test quarter)."""
+    quarters = quarter_outputs(ctx, stage, role)
+    return ModelOutputs(members=quarters[f"{role}_train"], nonmembers=quarters[f"{role}_test"])

@@ -1,0 +1,160 @@
+"""Run directories, manifests and the rules for reusing, resuming or refusing a stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_talos.config.load import hash_dict, to_dict
+from lightning_talos.errors import UserError
+
+#: Keys that never change a result (where data lives, how fast it loads, what is logged).
+RUNTIME_KEYS = (
+    "data.root",
+    "data.num_workers",
+    "data.cache_dir",
+    "data.download",
+    "data.verify_checksums",
+    "data.eval_batch_size",
+)
+
+#: Config sections each stage's result depends on (besides ``seed`` and ``data``).
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "pretrain": ("model", "simclr"),
+    "talos": ("model", "simclr", "talos"),
+    "linear": ("model", "linear"),
+    "talos_linear": ("model", "linear"),
+    "supervised": ("model", "supervised"),
+    "mia": ("mia", "attacks"),
+    "aia": ("aia",),
+}
+
+
+def run_root(cfg: DictConfig) -> Path:
+    """``<run.dir>/<run.name>``."""
+    return Path(cfg.run.dir).expanduser() / cfg.run.name
+
+
+def stage_config(cfg: DictConfig, stage: str) -> dict[str, Any]:
+    """The part of the config a stage's result depends on; epochs are compared separately."""
+    full = to_dict(cfg)
+    out: dict[str, Any] = {"seed": full["seed"], "data": full["data"]}
+    for section in STAGE_SECTIONS[stage]:
+        out[section] = full[section]
+    for key in RUNTIME_KEYS:
+        section, leaf = key.split(".")
+        out[section].pop(leaf, None)
+    for section in out.values():
+        if isinstance(section, dict):
+            section.pop("max_epochs", None)
+    return out
+
+
+def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        diffs: list[str] = []
+        for key in keys:
+            diffs += config_diff(old.get(key), new.get(key), f"{prefix}{key}.")
+        return diffs
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    """The stage's manifest, or None when it has none.
+
+    Raises:
+        UserError: when the manifest exists but is not valid JSON.
+    """
+    path = stage_dir / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"corrupt manifest {path}: {err}; remove the folder to retrain") from None
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically (a kill mid-write leaves the previous file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def git_commit() -> str | None:
+    """The commit of the code that produced a result (None outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on."""
+    import pytorch_lightning
+    import torch
+    import torchvision
+
+    from lightning_talos import __version__
+
+    return {
+        "lightning_talos": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "pytorch_lightning": pytorch_lightning.__version__,
+    }
+
+
+def check_reusable(manifest: dict[str, Any], config: dict[str, Any], where: Path) -> None:
+    """Refuse to touch a run made with other settings.
+
+    Raises:
+        UserError: naming the keys that differ.
+    """
+    diff = config_diff(manifest.get("config", {}), config)
+    if diff:
+        raise UserError(
+            f"{where} was made with other settings (differs in: {', '.join(diff)}); "
+            "use a new run.name, or run.resume=never to replace it"
+        )
+
+
+def new_manifest(
+    stage: str, role: str | None, config: dict[str, Any], **fields: Any
+) -> dict[str, Any]:
+    """A fresh manifest for a stage that is starting."""
+    return {
+        "stage": stage,
+        "role": role,
+        "status": "running",
+        "config": config,
+        "config_hash": hash_dict(config),
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **fields,
+    }
+
+
+def save_config(cfg: DictConfig, stage_dir: Path) -> None:
+    """The resolved config beside the stage's outputs."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    tmp = stage_dir / "config.yaml.tmp"
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    os.replace(tmp, stage_dir / "config.yaml")
