@@ -1,0 +1,56 @@
+"""The pooled dataset every format loader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+#: Attribute value stored for samples of datasets without a sensitive attribute.
+NO_ATTRIBUTE = -1
+
+
+@dataclass
+class Pool:
+    """All images of one dataset (official train + test pooled), resized, in memory.
+
+    Attributes:
+        name: dataset name (``cifar10``, ...).
+        images: ``uint8`` tensor ``[N, 3, S, S]``, pixel values 0..255, already resized to the
+            configured ``image_size`` (the paper resizes every dataset to one size).
+        labels: ``int64`` array ``[N]`` of task labels in ``0..num_classes-1``.
+        attributes: ``int64`` array ``[N]`` of sensitive-attribute values in
+            ``0..num_attribute_classes-1``, or ``None`` when the dataset has none.
+        num_classes: number of task classes.
+        num_attribute_classes: number of attribute classes (0 when ``attributes`` is None).
+        class_names: optional task class names.
+        attribute_names: optional attribute value names.
+        skipped: counts of skipped files by reason (e.g. ``{"malformed_name": 3}``).
+    """
+
+    name: str
+    images: torch.Tensor
+    labels: np.ndarray
+    attributes: np.ndarray | None
+    num_classes: int
+    num_attribute_classes: int = 0
+    class_names: list[str] | None = None
+    attribute_names: list[str] | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"images must be uint8 [N,3,S,S], got {tuple(self.images.shape)}")
+        if self.images.shape[0] != n:
+            raise ValueError("images and labels differ in length")
+        if self.attributes is not None and len(self.attributes) != n:
+            raise ValueError("attributes and labels differ in length")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def has_attribute(self) -> bool:
+        return self.attributes is not None
