@@ -38,6 +38,8 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*treespec.*")
+    # the linear stage's encoder is frozen in eval mode on purpose
+    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode at the start of training.*")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
 
 

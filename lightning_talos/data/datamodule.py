@@ -167,9 +167,7 @@ class TalosDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        dataset = QuarterDataset(
-            self.pool, self.splits.members(self.role), self.train_transform()
-        )
+        dataset = QuarterDataset(self.pool, self.splits.members(self.role), self.train_transform())
         return self._loader(dataset, batch_size=self.data.batch_size, shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader]:

@@ -123,8 +123,8 @@ def _cache_path(data: DictConfig, seed: int) -> Path | None:
     """Decoding JPEGs is slow (CelebA, UTKFace): cache the resized pool, keyed by its inputs."""
     if data.name not in ("utkface", "celeba"):
         return None
-    root = Path(data.root).expanduser().resolve()
-    stamp = max((p.stat().st_mtime_ns for p in root.iterdir()), default=0)
+    root = _root(data).resolve()
+    stamp = _stamp(root)
     task, attribute = resolved_labels(data)
     key = [data.name, str(root), stamp, data.image_size, task, attribute, seed]
     if data.name == "celeba":
@@ -132,6 +132,22 @@ def _cache_path(data: DictConfig, seed: int) -> Path | None:
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
     base = Path(data.cache_dir or Path.home() / ".cache" / "lightning_talos").expanduser()
     return base / f"{data.name}-{digest}.pt"
+
+
+def _stamp(root: Path) -> int:
+    """Latest modification among the folders and index files a loader reads (depth <= 2).
+
+    Folder times change when images are added or removed; the attribute files are stamped
+    themselves, so an edited ``list_attr_celeba.txt`` invalidates the cache.
+    """
+    stamps = [root.stat().st_mtime_ns]
+    for child in root.iterdir():
+        if child.is_dir():
+            stamps.append(child.stat().st_mtime_ns)
+            stamps += [p.stat().st_mtime_ns for p in child.glob("*.txt")]
+        elif child.suffix == ".txt":
+            stamps.append(child.stat().st_mtime_ns)
+    return max(stamps)
 
 
 def load_pool(data: DictConfig, *, seed: int) -> Pool:
@@ -199,6 +215,8 @@ def describe(pool: Pool) -> dict[str, object]:
         "num_classes": pool.num_classes,
         "num_attribute_classes": pool.num_attribute_classes,
         "image_shape": list(pool.images.shape[1:]),
-        "label_counts": np.bincount(pool.labels[pool.labels >= 0]).tolist(),
+        "label_counts": np.bincount(
+            pool.labels[pool.labels >= 0], minlength=pool.num_classes
+        ).tolist(),
         "skipped": dict(pool.skipped),
     }

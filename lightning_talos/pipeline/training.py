@@ -278,10 +278,10 @@ def _fit(
         strategy=strategy,
     )
     last = stage_dir / "checkpoints" / "last.ckpt"
+    ckpt = last if resume and last.is_file() else None
+    resumed_from = _checkpoint_epochs(ckpt) if ckpt else None
     try:
-        trainer.fit(
-            module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None
-        )
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
         results = trainer.validate(module, datamodule=dm, verbose=False)
     finally:
         if logger:
@@ -290,5 +290,12 @@ def _fit(
     for block in results:
         merged.update({k.split("/dataloader_idx")[0]: float(v) for k, v in block.items()})
     merged["epochs"] = trainer.current_epoch // (2 if alternating else 1)
+    merged["resumed_from_epoch"] = resumed_from
     merged["global_step"] = int(trainer.global_step)
     return merged
+
+
+def _checkpoint_epochs(path: Path) -> int:
+    """Completed epochs recorded in a Lightning checkpoint (memory-mapped, weights not read)."""
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])

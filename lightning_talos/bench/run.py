@@ -1,0 +1,125 @@
+"""``lightning-talos bench [key=value ...]``: throughput ratios of the training and attack paths.
+
+Each measurement prints one JSON line (with backbone, image size, batch, precision and device);
+a table follows, and everything is written to ``bench.json`` in the current directory
+(``$BENCH_OUT`` overrides the path). Without ``experiment=...`` the CPU preset
+``synthetic_cpu`` is used (small CNN, 32 px, batch 256, quarters of 2,000 images: the whole run
+takes a few minutes on 2 cores). A GPU run::
+
+    lightning-talos bench trainer.accelerator=gpu trainer.precision=bf16-mixed \\
+        model.backbone=resnet18 data.image_size=96 data.batch_size=512
+
+Environment: ``BENCH_STEPS`` (timed steps per round, default 8), ``BENCH_ROUNDS`` (alternating
+rounds, default 3), ``BENCH_THREADS`` (torch intra-op threads, default torch's), ``BENCH_OUT``.
+The numbers are ratios measured side by side, so they hold on a noisy machine; nothing here
+asserts on time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+
+from lightning_talos.bench.context import Bench, thread_count
+from lightning_talos.bench.other import attacks, augmentation
+from lightning_talos.bench.training import data_path, framework_overhead, precision_layout
+from lightning_talos.config.load import compose
+
+#: Headline key in bench.json -> (measurement, target, "min" when the ratio must reach it).
+HEADLINES: dict[str, tuple[Callable[[Bench], dict[str, Any]], float, str]] = {
+    "lightning_vs_plain": (framework_overhead, 0.97, "min"),
+    "datapath_vs_model": (data_path, 0.90, "min"),
+    "aug_batched_vs_pil": (augmentation, 15.0, "min"),
+    "attacks_vs_extraction": (attacks, 1.0, "max"),
+    "bf16_channels_last_vs_fp32": (precision_layout, 1.0, "info"),
+}
+
+
+def machine() -> dict[str, Any]:
+    """CPU count, device name and library versions."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "lightning": pl.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _met(value: float, target: float, kind: str) -> bool | None:
+    if kind == "info":
+        return None
+    return value >= target if kind == "min" else value <= target
+
+
+def run_bench(cfg: DictConfig, *, steps: int = 8, rounds: int = 3, out: Path) -> dict[str, Any]:
+    """Run every measurement, print a JSON line each, write and return the report.
+
+    Args:
+        cfg: the composed config (model, data, trainer precision/accelerator, attack epochs).
+        steps: timed steps (or repeats) per round.
+        rounds: alternating rounds of the two sides of each ratio.
+        out: where to write the JSON report.
+    """
+    torch.set_num_threads(thread_count())
+    bench = Bench(cfg, steps=steps, warmup=2 if steps > 1 else 1, rounds=rounds)
+    started = time.perf_counter()
+    report: dict[str, Any] = {"details": {}, "targets": {}}
+    for key, (measure, target, kind) in HEADLINES.items():
+        t0 = time.perf_counter()
+        result = {**bench.info(), **measure(bench), "wall_s": time.perf_counter() - t0}
+        print(json.dumps({"measure": key, **result}, default=float), flush=True)
+        report[key] = float(result["ratio"])
+        report["details"][key] = result
+        report["targets"][key] = {
+            "target": target,
+            "kind": kind,
+            "met": _met(report[key], target, kind),
+        }
+    report["machine"] = machine()
+    report["config"] = bench.info()
+    report["wall_s"] = time.perf_counter() - started
+    out.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    print(table(report))
+    return report
+
+
+def table(report: dict[str, Any]) -> str:
+    """The headline ratios with their targets, one row each."""
+    rows = [f"{'measure':30s} {'ratio':>8s} {'target':>9s}  met"]
+    for key, t in report["targets"].items():
+        sign = {"min": ">=", "max": "<=", "info": "  "}[t["kind"]]
+        met = {True: "yes", False: "NO", None: "-"}[t["met"]]
+        rows.append(f"{key:30s} {report[key]:8.3f} {sign}{t['target']:7.2f}  {met}")
+    rows.append(f"total wall time {report['wall_s']:.1f} s")
+    return "\n".join(rows)
+
+
+def _quiet_lightning() -> None:
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(args: list[str]) -> dict[str, Any]:
+    """Compose the config (``experiment=synthetic_cpu`` unless one is given) and run."""
+    if not any(a.startswith("experiment=") for a in args):
+        args = ["experiment=synthetic_cpu", *args]
+    _quiet_lightning()
+    cfg = compose(args)
+    steps = int(os.environ.get("BENCH_STEPS", 8))
+    rounds = int(os.environ.get("BENCH_ROUNDS", 3))
+    out = Path(os.environ.get("BENCH_OUT", "bench.json"))
+    return run_bench(cfg, steps=steps, rounds=rounds, out=out)

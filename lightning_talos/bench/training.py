@@ -1,0 +1,217 @@
+"""Training-side measurements: framework overhead, data path, precision and memory layout.
+
+Every ratio is measured side by side: the two sides alternate round by round, so slow phases
+of a shared, noisy machine fall on both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from lightning_talos.bench.context import Bench, autocast
+from lightning_talos.bench.timing import StepTimer, median, now, periods
+from lightning_talos.data.datamodule import Sample, TalosDataModule
+from lightning_talos.modules.common import decay_groups, two_views
+from lightning_talos.modules.simclr import SimCLR
+from lightning_talos.optim import build_optimizer, build_scheduler
+
+# ---------------------------------------------------------------------------- the plain loop
+
+
+def plain_optim(model: SimCLR, total_steps: int) -> tuple[Any, Any]:
+    """The optimiser and per-step schedule ``SimCLR.configure_optimizers`` builds."""
+    optim = model.hparams.optim
+    groups = [
+        *decay_groups(model.backbone, optim["weight_decay"]),
+        *decay_groups(model.projection, optim["weight_decay"]),
+        {
+            "params": list(model.probe.parameters()),
+            "lr": model.hparams.probe_lr,
+            "weight_decay": 0.0,
+        },
+    ]
+    optimizer = build_optimizer(
+        groups,
+        name=optim["name"],
+        lr=optim["lr"],
+        weight_decay=optim["weight_decay"],
+        momentum=optim.get("momentum", 0.9),
+    )
+    # As configure_optim under a step-limited Trainer (one epoch).
+    warmup = min(total_steps, int(total_steps * optim.get("warmup_epochs", 0.0)))
+    scheduler = build_scheduler(
+        optimizer, schedule=optim["schedule"], total_steps=total_steps, warmup_steps=warmup
+    )
+    return optimizer, scheduler
+
+
+def plain_loss(model: SimCLR, batch: Sample) -> Tensor:
+    """``SimCLR.training_step`` without Lightning: same views, loss, probe and accuracy."""
+    v1, v2 = two_views(batch.image, model.augment, model.hparams.channels_last)
+    h = model.backbone(torch.cat([v1, v2]))
+    z1, z2 = model.projection(h).chunk(2)
+    nce = model.loss(z1, z2)
+    labels = batch.label.repeat(2)
+    probe_logits = model.probe(h.detach())
+    probe_loss = F.cross_entropy(probe_logits, labels)
+    (probe_logits.argmax(1) == labels).float().mean()  # the logged accuracy, same work
+    return nce + probe_loss
+
+
+def plain_run(
+    bench: Bench, model: SimCLR, loader: Any, precision: str
+) -> tuple[list[float], list[float]]:
+    """A plain PyTorch training loop: batch-start time stamps and the loss of every step."""
+    model.to(bench.device).train()
+    optimizer, scheduler = plain_optim(model, len(loader))
+    stamps, losses = [], []
+    for batch in loader:
+        stamps.append(now(bench.device))
+        batch = bench.to_device(batch)
+        with autocast(bench.device, precision):
+            loss = plain_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.detach())
+    stamps.append(now(bench.device))
+    return stamps, [float(x) for x in losses]
+
+
+def lightning_run(bench: Bench, model: SimCLR, loader: DataLoader, **limits: Any) -> StepTimer:
+    """``Trainer.fit`` of the project's module; the callback holds the time stamps."""
+    timer = StepTimer(bench.device)
+    bench.trainer([timer], **limits).fit(model, train_dataloaders=loader)
+    return timer
+
+
+def images_per_s(images: int, seconds: float) -> float:
+    return images / seconds if seconds > 0 else float("nan")
+
+
+# ---------------------------------------------------------------------------- measurements
+
+
+def framework_overhead(bench: Bench) -> dict[str, Any]:
+    """SimCLR step throughput in ``pl.Trainer`` vs a plain loop: same data, model, precision.
+
+    Both read the same pre-made uint8 batches through a DataLoader and run the batched
+    augmentation in the step. A step is the period between two batch starts, so Lightning's
+    per-step bookkeeping is inside it.
+    """
+    n = bench.warmup + bench.steps + 1
+    loader = bench.loader(bench.batches([bench.batch_size] * 4), length=n)
+    lit: list[float] = []
+    plain: list[float] = []
+    for _ in range(bench.rounds):
+        timer = lightning_run(bench, bench.simclr(), loader, max_steps=n)
+        lit += periods(timer.batch_starts, bench.warmup)
+        stamps, _ = plain_run(bench, bench.simclr(), loader, bench.precision)
+        plain += periods(stamps[:-1], bench.warmup)
+    lit_ips = images_per_s(bench.batch_size, median(lit))
+    plain_ips = images_per_s(bench.batch_size, median(plain))
+    return {
+        "ratio": lit_ips / plain_ips,
+        "lightning_images_per_s": lit_ips,
+        "plain_images_per_s": plain_ips,
+        "timed_steps": len(lit),
+        "augmentation": "batched, in the step (both sides)",
+    }
+
+
+def _epoch_sizes(quarter: int, batch: int) -> list[int]:
+    full, rest = divmod(quarter, batch)
+    return [batch] * full + ([rest] if rest else [])
+
+
+def _epoch_times(bench: Bench, model: SimCLR, loader: DataLoader, epochs: int) -> list[float]:
+    """Wall times of every epoch after the first (which warms up workers and kernels)."""
+    timer = lightning_run(bench, model, loader, max_epochs=epochs + 1)
+    return timer.epochs[1:]
+
+
+def data_path(bench: Bench, epochs: int = 2) -> dict[str, Any]:
+    """A SimCLR epoch through the real datamodule vs the same steps on in-memory batches.
+
+    With ``data.aug.mode=batched`` both sides run the augmentation inside the training step, so
+    the ratio isolates the loader (sampling, collation, workers, transfer). The PIL-worker path
+    (``data.aug.mode=pil``: views made per image in the loader) is reported against the same
+    model-only throughput.
+    """
+    quarter = len(bench.splits.target_train)
+    real_dm = TalosDataModule(
+        bench.with_overrides(**{"data.aug.mode": "batched"}).data,
+        bench.pool,
+        bench.splits,
+        role="target",
+        use="contrastive",
+    )
+    premade = bench.loader(bench.batches(_epoch_sizes(quarter, bench.batch_size)))
+    real: list[float] = []
+    model_only: list[float] = []
+    for _ in range(max(1, bench.rounds - 1)):
+        real += _epoch_times(bench, bench.simclr(), real_dm.train_dataloader(), epochs)
+        model_only += _epoch_times(bench, bench.simclr(), premade, epochs)
+    pil_dm = TalosDataModule(
+        bench.with_overrides(**{"data.aug.mode": "pil"}).data,
+        bench.pool,
+        bench.splits,
+        role="target",
+        use="contrastive",
+    )
+    pil = _epoch_times(bench, bench.simclr(augment=False), pil_dm.train_dataloader(), epochs)
+    real_ips = images_per_s(quarter, median(real))
+    model_ips = images_per_s(quarter, median(model_only))
+    pil_ips = images_per_s(quarter, median(pil))
+    return {
+        "ratio": real_ips / model_ips,
+        "datamodule_images_per_s": real_ips,
+        "model_only_images_per_s": model_ips,
+        "pil_images_per_s": pil_ips,
+        "pil_vs_model": pil_ips / model_ips,
+        "epoch_images": quarter,
+        "timed_epochs": len(real),
+        "num_workers": int(bench.cfg.data.num_workers),
+    }
+
+
+VARIANTS = {
+    "fp32": ("32-true", False),
+    "fp32_channels_last": ("32-true", True),
+    "bf16": ("bf16-mixed", False),
+    "bf16_channels_last": ("bf16-mixed", True),
+}
+
+
+def precision_layout(bench: Bench) -> dict[str, Any]:
+    """Plain-loop SimCLR steps in fp32/bf16-mixed x contiguous/channels-last, one fixed batch.
+
+    The same batch every step (fresh random views each time) lets the loss show whether bf16
+    still learns: its first and last values are recorded per variant.
+    """
+    n = bench.warmup + bench.steps
+    loader = bench.loader(bench.batches([bench.batch_size]), length=n)
+    times: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    losses: dict[str, list[float]] = {}
+    for _ in range(bench.rounds):
+        for name, (precision, channels_last) in VARIANTS.items():
+            model = bench.simclr(channels_last=channels_last)
+            stamps, losses[name] = plain_run(bench, model, loader, precision)
+            times[name] += periods(stamps, bench.warmup)
+    ips = {k: images_per_s(bench.batch_size, median(v)) for k, v in times.items()}
+    best = max(ips, key=lambda k: ips[k])
+    bf16 = losses["bf16_channels_last"]
+    return {
+        "ratio": ips["bf16_channels_last"] / ips["fp32"],
+        **{f"{k}_images_per_s": v for k, v in ips.items()},
+        "fastest": best,
+        "loss_first_last": {k: [v[0], v[-1]] for k, v in losses.items()},
+        "bf16_loss_decreases": bool(bf16[-1] < bf16[0]),
+        "loss_steps": n,
+    }
