@@ -41,9 +41,9 @@ def resolved_labels(data: DictConfig) -> tuple[str, str | None]:
     task_default, attr_default = DEFAULT_LABELS[data.name]
     task = data.task_label or task_default
     attribute = data.sensitive_attribute or attr_default
-    if data.name in ("cifar10", "cifar100", "stl10", "synthetic"):
-        if data.task_label not in (None, task_default):
-            raise UserError(f"{data.name} has one task label, '{task_default}'")
+    fixed_task = data.name in ("cifar10", "cifar100", "stl10", "synthetic")
+    if fixed_task and data.task_label not in (None, task_default):
+        raise UserError(f"{data.name} has one task label, '{task_default}'")
     if attr_default is None and data.sensitive_attribute is not None:
         raise UserError(
             f"{data.name} has no sensitive attribute (MIA only); "
