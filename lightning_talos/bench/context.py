@@ -175,6 +175,13 @@ class _Premade(Dataset):
         return (self[i] for i in range(self.length))
 
 
-def thread_count() -> int:
-    """Intra-op threads for every measurement: ``$BENCH_THREADS`` or torch's default."""
-    return int(os.environ.get("BENCH_THREADS", torch.get_num_threads()))
+def thread_count(device: torch.device) -> int:
+    """Intra-op threads for every measurement: ``$BENCH_THREADS``, else 1 on CPU.
+
+    One thread on CPU: on a shared 2-core machine two OpenMP threads wait on each other
+    whenever another process holds a core (measured 0.4 s/step with one thread vs 0.6 to
+    1.9 s with two, small CNN at batch 64), which makes every ratio noisy. On GPU runs torch's
+    default is kept.
+    """
+    default = 1 if device.type == "cpu" else torch.get_num_threads()
+    return int(os.environ.get("BENCH_THREADS", default))

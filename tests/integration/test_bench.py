@@ -1,0 +1,50 @@
+"""The benchmark runs end to end on a tiny configuration (it is not a test of speed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lightning_talos.bench.run import main
+
+TINY = [
+    "data.batch_size=8",
+    "data.eval_batch_size=16",
+    "data.synthetic.quarter_size=16",
+    "mia.nn_epochs=2",
+    "aia.mlp_epochs=2",
+    "mia.bootstrap=10",
+    "aia.bootstrap=10",
+    "aia.knn_k=3",
+    "mia.label_only_samples=4",
+    "mia.hsj_iterations=1",
+    "mia.hsj_grad_samples=2",
+    "mia.aug_samples=8",
+    "mia.aug_n=2",
+]
+HEADLINES = (
+    "lightning_vs_plain",
+    "datapath_vs_model",
+    "aug_batched_vs_pil",
+    "attacks_vs_extraction",
+)
+
+
+def test_bench_writes_ratios_and_details(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BENCH_STEPS", "1")
+    monkeypatch.setenv("BENCH_ROUNDS", "2")
+    monkeypatch.delenv("BENCH_OUT", raising=False)
+    main(TINY)
+    report = json.loads((tmp_path / "bench.json").read_text())
+    for key in HEADLINES:
+        assert isinstance(report[key], float) and report[key] > 0, key
+        details = report["details"][key]
+        assert details["backbone"] == "small_cnn"
+        assert details["image_size"] == 32
+        assert details["batch"] == 8
+        assert details["precision"] == "32-true"
+    assert report["details"]["bf16_channels_last_vs_fp32"]["bf16_loss_first_last"]
+    assert report["machine"]["torch"] and report["machine"]["lightning"]
