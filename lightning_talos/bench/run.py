@@ -3,14 +3,15 @@
 Each measurement prints one JSON line (with backbone, image size, batch, precision and device);
 a table follows, and everything is written to ``bench.json`` in the current directory
 (``$BENCH_OUT`` overrides the path). Without ``experiment=...`` the CPU preset
-``synthetic_cpu`` is used (small CNN, 32 px, batch 256, quarters of 2,000 images: the whole run
-takes a few minutes on 2 cores). A GPU run::
+``synthetic_cpu`` is used (small CNN, 32 px) shrunk to batch 128 and quarters of 512 images (see
+:data:`CPU_DEFAULTS`): the whole run takes 1.5 to 4 minutes on 2 shared cores. A GPU run::
 
     lightning-talos bench trainer.accelerator=gpu trainer.precision=bf16-mixed \\
-        model.backbone=resnet18 data.image_size=96 data.batch_size=512
+        model.backbone=resnet18 data.image_size=96 data.batch_size=512 \\
+        data.synthetic.quarter_size=15000
 
 Environment: ``BENCH_STEPS`` (timed steps per round, default 8), ``BENCH_ROUNDS`` (alternating
-rounds, default 3), ``BENCH_THREADS`` (torch intra-op threads, default torch's), ``BENCH_OUT``.
+rounds, default 3), ``BENCH_THREADS`` (torch intra-op threads, default 1 on CPU), ``BENCH_OUT``.
 The numbers are ratios measured side by side, so they hold on a noisy machine; nothing here
 asserts on time.
 """
@@ -39,7 +40,7 @@ from lightning_talos.config.load import compose
 #: Later ``key=value`` arguments override these.
 CPU_DEFAULTS = (
     "experiment=synthetic_cpu",
-    "data.batch_size=64",
+    "data.batch_size=128",
     "data.synthetic.quarter_size=512",
     "mia.label_only_samples=32",
     "mia.aug_samples=256",

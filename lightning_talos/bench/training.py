@@ -64,20 +64,26 @@ def plain_loss(model: SimCLR, batch: Sample) -> Tensor:
 
 
 def plain_run(
-    bench: Bench, model: SimCLR, loader: Any, precision: str, budget_s: float = float("inf")
+    bench: Bench,
+    model: SimCLR,
+    loader: Any,
+    precision: str,
+    budget_s: float = float("inf"),
+    warmup: int | None = None,
 ) -> tuple[list[float], list[float]]:
     """A plain PyTorch training loop: batch-start time stamps and the loss of every step.
 
     Stops early once ``budget_s`` seconds have passed after the warm-up and at least two
     timed steps (very slow variants, e.g. bf16 on a CPU without bf16 instructions).
     """
+    warmup = bench.warmup if warmup is None else warmup
     model.to(bench.device).train()
     optimizer, scheduler = plain_optim(model, len(loader))
     stamps: list[float] = []
     losses: list[Tensor] = []
     for i, batch in enumerate(loader):
         stamps.append(now(bench.device))
-        if i >= bench.warmup + 2 and stamps[-1] - stamps[bench.warmup] > budget_s:
+        if i >= warmup + 2 and stamps[-1] - stamps[warmup] > budget_s:
             break
         batch = bench.to_device(batch)
         with autocast(bench.device, precision):
@@ -209,19 +215,20 @@ VARIANTS = {
 def precision_layout(bench: Bench, budget_s: float = 6.0) -> dict[str, Any]:
     """Plain-loop SimCLR steps in fp32/bf16-mixed x contiguous/channels-last, one fixed batch.
 
-    One round per variant, each stopping after ``budget_s`` timed seconds (at least two steps).
+    One round per variant, one warm-up step, each stopping after ``budget_s`` timed seconds
+    (at least two steps: bf16 without CPU bf16 instructions is ~10x slower).
     Every variant starts from the same seeded weights and draws the same random views, so the
     losses are comparable step by step: bf16's last loss is recorded beside fp32's at the same
     step, and whether it fell from the first.
     """
-    n = bench.warmup + bench.steps + 1
+    n = 1 + bench.steps + 1
     loader = bench.loader(bench.batches([bench.batch_size]), length=n)
     times: dict[str, list[float]] = {}
     losses: dict[str, list[float]] = {}
     for name, (precision, channels_last) in VARIANTS.items():
         model = bench.simclr(channels_last=channels_last)
-        stamps, losses[name] = plain_run(bench, model, loader, precision, budget_s)
-        times[name] = periods(stamps, bench.warmup)
+        stamps, losses[name] = plain_run(bench, model, loader, precision, budget_s, warmup=1)
+        times[name] = periods(stamps, 1)
     ips = {k: images_per_s(bench.batch_size, median(v)) for k, v in times.items()}
     bf16 = losses["bf16_channels_last"]
     fp32_same_step = losses["fp32"][min(len(bf16), len(losses["fp32"])) - 1]

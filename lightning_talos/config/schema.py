@@ -159,6 +159,9 @@ class TalosConfig:
     adversary_lr: float = 1e-3
     adversary_hidden: list[int] = field(default_factory=lambda: [64, 64])
     max_epochs: int | None = None
+    # Start from this role's SimCLR encoder instead of from scratch (the paper trains from
+    # scratch; the CPU demo fine-tunes to fit its time budget).
+    init_from_pretrain: bool = False
 
 
 def _rename_field(cls: type, old: str, new: str) -> None:

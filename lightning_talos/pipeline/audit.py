@@ -24,6 +24,7 @@ from lightning_talos.pipeline.training import (
     decide,
     stage_epochs,
     train_stage,
+    upstream,
 )
 
 ROLES = ("target", "shadow")
@@ -36,31 +37,31 @@ class Node:
     kind: str  # a TRAIN_STAGES key, "mia" or "aia"
     role: str | None = None
     method: str | None = None
+    deps: tuple[Node, ...] = ()
 
     @property
     def name(self) -> str:
         return f"{self.kind}-{self.role or self.method}"
 
-    def deps(self) -> list[Node]:
-        if self.kind in TRAIN_STAGES:
-            upstream = TRAIN_STAGES[self.kind].upstream
-            return [Node(upstream, role=self.role)] if upstream else []
-        stage = MODEL_STAGE[self.method or ""]
-        roles = ROLES if self.kind == "mia" else ("target",)
-        return [Node(stage, role=r) for r in roles]
 
-
-def graph(with_attribute: bool) -> list[Node]:
+def graph(cfg: DictConfig, with_attribute: bool) -> list[Node]:
     """All nodes in dependency order (Talos and AIA need a sensitive attribute)."""
-    methods = ["supervised", "contrastive", *(["talos"] if with_attribute else [])]
     stages = ["pretrain", "linear", "supervised"]
     if with_attribute:
         stages += ["talos", "talos_linear"]
-    nodes = [Node(s, role=r) for s in stages for r in ROLES]
-    nodes += [Node("mia", method=m) for m in methods]
-    if with_attribute:
-        nodes += [Node("aia", method=m) for m in methods]
-    return nodes
+    nodes: dict[str, Node] = {}
+    for stage in stages:
+        for role in ROLES:
+            source = upstream(cfg, stage)
+            deps = (nodes[f"{source}-{role}"],) if source else ()
+            nodes[f"{stage}-{role}"] = Node(stage, role=role, deps=deps)
+    methods = ["supervised", "contrastive", *(["talos"] if with_attribute else [])]
+    for kind in ("mia", "aia") if with_attribute else ("mia",):
+        for method in methods:
+            roles = ROLES if kind == "mia" else ("target",)
+            deps = tuple(nodes[f"{MODEL_STAGE[method]}-{r}"] for r in roles)
+            nodes[f"{kind}-{method}"] = Node(kind, method=method, deps=deps)
+    return list(nodes.values())
 
 
 def node_dir(ctx: RunContext, node: Node) -> Path:
@@ -81,10 +82,10 @@ def plan(ctx: RunContext, nodes: list[Node]) -> dict[Node, str]:
         config = stage_config(ctx.cfg, node.kind)
         if manifest is not None and ctx.cfg.run.resume != "never":
             check_reusable(manifest, config, node_dir(ctx, node))
-        if any(actions[d] != "done" for d in node.deps()):
+        if any(actions[d] != "done" for d in node.deps):
             actions[node] = "stale" if manifest else "fresh"
             continue
-        ids = {d: read_manifest(node_dir(ctx, d))["completion_id"] for d in node.deps()}
+        ids = {d: read_manifest(node_dir(ctx, d))["completion_id"] for d in node.deps}
         # training stages key their inputs by stage, attack stages by stage-role
         inputs = {d.kind if node.kind in TRAIN_STAGES else d.name: v for d, v in ids.items()}
         if node.kind in TRAIN_STAGES:
@@ -114,7 +115,7 @@ def _run_node(ctx: RunContext, node: Node) -> None:
 def audit_one(cfg: DictConfig, *, dry_run: bool = False) -> Path | None:
     """Run (or list) every stage for one seed; returns the ``results.json`` path."""
     ctx = RunContext(cfg)
-    nodes = graph(ctx.pool.has_attribute)
+    nodes = graph(cfg, ctx.pool.has_attribute)
     actions = plan(ctx, nodes)
     if dry_run:
         for node in nodes:

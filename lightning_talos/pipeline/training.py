@@ -11,6 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_talos.config.load import to_dict
@@ -61,16 +62,24 @@ def stage_epochs(ctx: RunContext, stage: str) -> int:
     return int(own or ctx.cfg.trainer.max_epochs)
 
 
+def upstream(cfg: DictConfig, stage: str) -> str | None:
+    """The stage whose checkpoint this one reads: the encoder of a linear stage, or SimCLR for
+    Talos when ``talos.init_from_pretrain`` is set."""
+    if stage == "talos" and cfg.talos.init_from_pretrain:
+        return "pretrain"
+    return TRAIN_STAGES[stage].upstream
+
+
 def upstream_inputs(ctx: RunContext, stage: str, role: str) -> dict[str, str]:
     """Completion ids of the stages this one reads (a re-run upstream gets a new id).
 
     Raises:
         UserError: when an upstream stage has not finished, with the command that trains it.
     """
-    spec = TRAIN_STAGES[stage]
-    if spec.upstream is None:
+    source = upstream(ctx.cfg, stage)
+    if source is None:
         return {}
-    return {spec.upstream: require_done(ctx, spec.upstream, role)["completion_id"]}
+    return {source: require_done(ctx, source, role)["completion_id"]}
 
 
 def require_done(ctx: RunContext, stage: str, role: str) -> dict[str, Any]:
@@ -151,7 +160,9 @@ def build_module(ctx: RunContext, stage: str, role: str) -> pl.LightningModule:
         module: pl.LightningModule = SimCLR(**contrastive)
     else:
         module = Talos(**contrastive, **talos_settings(ctx))
-    if cfg.simclr.init_checkpoint:
+    if upstream(cfg, stage):  # Talos fine-tuned from this role's SimCLR encoder
+        module.load_state_dict(simclr_weights(ctx.stage_dir("pretrain", role)), strict=False)
+    elif cfg.simclr.init_checkpoint:
         module.backbone.load_state_dict(encoder_weights(Path(cfg.simclr.init_checkpoint)))
     return module
 
@@ -178,19 +189,30 @@ def talos_settings(ctx: RunContext) -> dict[str, Any]:
     }
 
 
+def _state_dict(source: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    path = source / "checkpoints" / "last.ckpt" if source.is_dir() else source
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        return path, torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception as err:  # a truncated or foreign file: say which, do not trace back
+        raise UserError(f"cannot read checkpoint {path}: {err}") from None
+
+
+def simclr_weights(source: Path) -> dict[str, torch.Tensor]:
+    """Backbone, projection head and online probe of a SimCLR checkpoint."""
+    _, state = _state_dict(source)
+    parts = ("backbone.", "projection.", "probe.")
+    return {k: v for k, v in state.items() if k.startswith(parts)}
+
+
 def encoder_weights(source: Path) -> dict[str, torch.Tensor]:
     """Backbone weights from a stage folder's ``last.ckpt`` or from a checkpoint file.
 
     Raises:
         UserError: when the checkpoint is missing or holds no backbone.
     """
-    path = source / "checkpoints" / "last.ckpt" if source.is_dir() else source
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    except Exception as err:  # a truncated or foreign file: say which, do not trace back
-        raise UserError(f"cannot read checkpoint {path}: {err}") from None
+    path, state = _state_dict(source)
     weights = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     if not weights:
         raise UserError(f"{path} holds no SimCLR/Talos backbone weights")

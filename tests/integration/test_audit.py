@@ -1,0 +1,152 @@
+"""The audit's stage graph, results.json and the report, on one tiny synthetic audit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lightning_talos.cli import main
+from lightning_talos.config.load import compose
+from lightning_talos.pipeline.audit import graph, plan
+from lightning_talos.pipeline.context import RunContext
+from lightning_talos.pipeline.results import validate_results
+from lightning_talos.report.report import claims, write_report
+
+TINY = [
+    "experiment=synthetic_cpu",
+    "data.synthetic.quarter_size=64",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    "trainer.max_epochs=1",
+    "simclr.max_epochs=1",
+    "linear.max_epochs=1",
+    "supervised.max_epochs=1",
+    "talos.max_epochs=1",
+    "mia.nn_epochs=2",
+    "mia.bootstrap=20",
+    "mia.label_only_samples=8",
+    "mia.aug_n=2",
+    "aia.mlp_epochs=2",
+    "aia.bootstrap=20",
+    "trainer.enable_progress_bar=false",
+    "run.name=tiny",
+]
+
+
+@pytest.fixture(scope="module")
+def audit_args(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """One finished tiny audit shared by the tests of this module (they run in order)."""
+    root = tmp_path_factory.mktemp("audit")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "disabled")
+        mp.setenv("HOME", str(root))
+        args = [*TINY, f"run.dir={root}"]
+        assert main(["audit", *args]) == 0
+        yield args
+
+
+def _root(args: list[str]) -> Path:
+    return RunContext(compose(args)).root
+
+
+def _ids(root: Path) -> dict[str, str]:
+    return {
+        p.parent.name: json.loads(p.read_text())["completion_id"]
+        for p in root.glob("*/manifest.json")
+    }
+
+
+def test_audit_writes_valid_results_and_report(audit_args: list[str]) -> None:
+    root = _root(audit_args)
+    results = json.loads((root / "results.json").read_text())
+    assert validate_results(results) == []
+    for method in ("supervised", "contrastive", "talos"):
+        assert results[method]["mia"] and results[method]["aia"]
+    nodes = graph(compose(audit_args), with_attribute=True)
+    assert set(_ids(root)) == {n.name for n in nodes}
+    report = (root / "report.md").read_text()
+    assert "| Supervised |" in report and "| Talos |" in report
+    assert (root / "roc.png").is_file() and (root / "aia.png").is_file()
+
+
+def test_second_audit_trains_nothing(
+    audit_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _ids(_root(audit_args))
+    assert main(["audit", *audit_args]) == 0
+    assert _ids(_root(audit_args)) == before
+    out = capsys.readouterr().out
+    assert out.count("done, skipped") == len(before)
+
+
+def test_deleted_stage_reruns_with_its_dependants_only(audit_args: list[str]) -> None:
+    root = _root(audit_args)
+    before = _ids(root)
+    shutil.rmtree(root / "linear-target")
+    assert main(["audit", *audit_args]) == 0
+    after = _ids(root)
+    rerun = {name for name in before if after[name] != before[name]}
+    assert rerun == {"linear-target", "mia-contrastive", "aia-contrastive"}
+
+
+def test_changed_setting_stops_before_anything_runs(
+    audit_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _ids(_root(audit_args))
+    assert main(["audit", *audit_args, "simclr.temperature=0.3", "mia.nn_epochs=3"]) == 2
+    err = capsys.readouterr().err
+    assert "simclr.temperature" in err
+    assert _ids(_root(audit_args)) == before
+
+
+def test_dry_run_and_interrupted_stage_plan(
+    audit_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _root(audit_args)
+    manifest_path = root / "supervised-shadow" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["status"] = "running"  # as a kill mid-training leaves it
+    manifest_path.write_text(json.dumps(manifest))
+    ctx = RunContext(compose(audit_args))
+    actions = {n.name: a for n, a in plan(ctx, graph(ctx.cfg, with_attribute=True)).items()}
+    assert actions["supervised-shadow"] == "resume"
+    assert actions["mia-supervised"] == "stale"
+    assert actions["pretrain-target"] == "done"
+    assert main(["audit", "--dry-run", *audit_args]) == 0
+    assert "supervised-shadow" in capsys.readouterr().out
+
+
+def test_report_renders_from_fixture_results(tmp_path: Path) -> None:
+    def attack(acc: float) -> dict:
+        return {"acc": acc, "balanced_acc": acc, "auc": acc + 0.02, "advantage": 0.1,
+                "tpr_at_1pct_fpr": 0.02, "tpr_at_0p1pct_fpr": 0.0,
+                "ci95": {"acc": [acc - 0.01, acc + 0.01], "auc": [acc, acc + 0.04]}}  # fmt: skip
+
+    def probes(acc: float) -> dict:
+        probe = {"acc": acc, "balanced_acc": acc, "macro_f1": acc,
+                 "ci95": {"acc": [acc - 0.01, acc + 0.01]}}  # fmt: skip
+        return {"mlp": probe, "majority_baseline": 0.5, "strongest": "mlp"}
+
+    def model(mia: float, aia: float, test_acc: float) -> dict:
+        utility = {"train_acc": 0.9, "test_acc": test_acc, "gap": 0.9 - test_acc}
+        return {"utility": utility, "mia": {"nn": attack(mia)}, "aia": probes(aia)}
+
+    results = {
+        "schema": 1,
+        "supervised": model(0.70, 0.60, 0.70),
+        "contrastive": model(0.55, 0.90, 0.75),
+        "talos": model(0.54, 0.62, 0.74),
+        "meta": {"dataset": "synthetic", "backbone": "small_cnn", "seeds": [0],
+                 "split_hash": "x", "git_commit": None, "versions": {}, "wall_time_s": {}},
+    }  # fmt: skip
+    assert validate_results(results) == []
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    text = write_report(tmp_path).read_text()
+    assert text.count("holds (margin outside the 95% intervals)") == 3
+    results["talos"] = model(0.54, 0.91, 0.60)
+    assert "does not hold" in claims(results)[2]
+    assert (tmp_path / "aia.png").is_file()
