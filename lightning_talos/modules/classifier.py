@@ -37,6 +37,13 @@ class _Classifier(pl.LightningModule):
         """Logits ``[B,classes]``."""
         return self.head(self.embed(images))
 
+    def _train_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        loss = F.cross_entropy(logits, labels)
+        acc = (logits.argmax(1) == labels).float().mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels), sync_dist=True)
+        self.log("train/acc", acc, batch_size=len(labels), sync_dist=True)
+        return loss
+
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self.accuracy.update(self(batch.image), batch.label, dataloader_idx)
 
@@ -81,12 +88,7 @@ class LinearClassifier(_Classifier):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         with torch.no_grad():
             h = self.embed(batch.image)
-        logits = self.head(h)
-        loss = F.cross_entropy(logits, batch.label)
-        acc = (logits.argmax(1) == batch.label).float().mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(h), sync_dist=True)
-        self.log("train/acc", acc, batch_size=len(h), sync_dist=True)
-        return loss
+        return self._train_loss(self.head(h), batch.label)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.hparams.optim
@@ -110,12 +112,7 @@ class SupervisedClassifier(_Classifier):
         self._build(backbone, stem, num_classes, channels_last)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        logits = self(batch.image)
-        loss = F.cross_entropy(logits, batch.label)
-        acc = (logits.argmax(1) == batch.label).float().mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits), sync_dist=True)
-        self.log("train/acc", acc, batch_size=len(logits), sync_dist=True)
-        return loss
+        return self._train_loss(self(batch.image), batch.label)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.hparams.optim

@@ -56,6 +56,16 @@ def decay_groups(module: nn.Module, weight_decay: float, **extra: Any) -> list[d
     return [{**group, **extra} for group in param_groups(module, weight_decay)]
 
 
+def encoder_groups(module: pl.LightningModule, weight_decay: float) -> list[dict[str, Any]]:
+    """Groups of a SimCLR-style module: backbone and projection with decay (not on biases and
+    norms), and the online probe in its own group (``probe_lr``, no decay)."""
+    groups = decay_groups(module.backbone, weight_decay)
+    groups += decay_groups(module.projection, weight_decay)
+    probe = {"params": list(module.probe.parameters()), "weight_decay": 0.0}
+    groups.append({**probe, "lr": module.hparams.probe_lr})
+    return groups
+
+
 class MemberAccuracy(nn.Module):
     """Accuracy on the members (train quarter) and non-members (test quarter) of a role.
 

@@ -16,7 +16,7 @@ from lightning_talos.models.heads import ProjectionHead
 from lightning_talos.modules.common import (
     MemberAccuracy,
     configure_optim,
-    decay_groups,
+    encoder_groups,
     layout,
     two_views,
 )
@@ -101,13 +101,5 @@ class SimCLR(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.hparams.optim
-        groups = decay_groups(self.backbone, optim["weight_decay"])
-        groups += decay_groups(self.projection, optim["weight_decay"])
-        groups.append(
-            {
-                "params": list(self.probe.parameters()),
-                "lr": self.hparams.probe_lr,
-                "weight_decay": 0.0,
-            }
-        )
+        groups = encoder_groups(self, optim["weight_decay"])
         return configure_optim(self, groups, optim)

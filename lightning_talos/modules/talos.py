@@ -20,7 +20,7 @@ from lightning_talos.modules.common import (
     MEMBERS,
     MemberAccuracy,
     configure_optim,
-    decay_groups,
+    encoder_groups,
     layout,
     two_views,
 )
@@ -204,15 +204,7 @@ class Talos(pl.LightningModule):
 
     def configure_optimizers(self) -> tuple[list[Any], list[Any]]:
         optim = self.hparams.optim
-        groups = decay_groups(self.backbone, optim["weight_decay"])
-        groups += decay_groups(self.projection, optim["weight_decay"])
-        groups.append(
-            {
-                "params": list(self.probe.parameters()),
-                "lr": self.hparams.probe_lr,
-                "weight_decay": 0.0,
-            }
-        )
+        groups = encoder_groups(self, optim["weight_decay"])
         # The encoder steps once per batch, and only in every other epoch when alternating.
         steps = int(self.trainer.estimated_stepping_batches)
         if self.hparams.schedule == "alternating":

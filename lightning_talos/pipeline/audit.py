@@ -144,12 +144,11 @@ def run_audit(cfg: DictConfig, *, dry_run: bool = False) -> Path | None:
         UserError: for a changed config (names the keys) or bad input.
     """
     from lightning_talos.pipeline.results import aggregate
-    from lightning_talos.report.report import write_report
 
     if not cfg.seeds:
         path = audit_one(cfg, dry_run=dry_run)
         if path is not None:
-            print(f"[audit] results: {path}\n[audit] report: {write_report(path.parent)}")
+            _finish(cfg, path.parent)
         return path
     per_seed: list[dict[str, Any]] = []
     for seed in cfg.seeds:
@@ -167,5 +166,17 @@ def run_audit(cfg: DictConfig, *, dry_run: bool = False) -> Path | None:
         raise UserError("seeds is empty")
     root = RunContext(cfg).root
     write_json(root / "results.json", aggregate(per_seed))
-    print(f"[audit] results: {root / 'results.json'}\n[audit] report: {write_report(root)}")
+    _finish(cfg, root)
     return root / "results.json"
+
+
+def _finish(cfg: DictConfig, root: Path) -> None:
+    """Report, W&B table, and the headline table on the console."""
+    from lightning_talos.pipeline.wandb_log import log_report
+    from lightning_talos.report.report import claims, load_results, table, write_report
+
+    report = write_report(root)
+    results = load_results(root)
+    log_report(cfg, root, results)
+    print("\n" + table(results) + "\n\n" + "\n".join(claims(results)))
+    print(f"\n[audit] results: {root / 'results.json'}\n[audit] report: {report}")

@@ -26,6 +26,8 @@ def _read(path: Path) -> dict[str, Any] | None:
 def _mia_entry(attack: dict[str, Any]) -> dict[str, Any]:
     entry = {k: attack[k] for k in MIA_KEYS}
     entry["ci95"] = attack["ci95"]
+    entry["n_members"] = attack.get("n_members")
+    entry["n_nonmembers"] = attack.get("n_nonmembers")
     entry["roc"] = attack.get("roc")
     return entry
 

@@ -32,27 +32,61 @@ def attack_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return columns, rows
 
 
-def log_attack(
-    cfg: DictConfig, root: Path, name: str, result: dict[str, Any], image: Path | None = None
-) -> None:
-    """One W&B run per attack stage in the run's group: metrics, a Table, the ROC image."""
-    mode = wandb_mode(cfg)
-    if mode == "disabled":
-        return
+def _init(cfg: DictConfig, root: Path, name: str) -> Any:
     import wandb
 
-    run = wandb.init(
+    return wandb.init(
         project=cfg.logger.project,
         entity=cfg.logger.entity,
         group=cfg.run.name,
         name=name,
         job_type=name.split("-")[0],
         dir=str(root),
-        mode=mode,
+        mode=wandb_mode(cfg),
         config=to_dict(cfg),
         tags=[cfg.data.name, cfg.model.backbone, name, *cfg.logger.tags],
         reinit="create_new",
     )
+
+
+def log_report(cfg: DictConfig, root: Path, results: dict[str, Any]) -> None:
+    """The paper-style table as a W&B Table in the run's group."""
+    if wandb_mode(cfg) == "disabled":
+        return
+    import wandb
+
+    columns = ["model", "test_acc", "gap", "best_mia", "best_mia_acc", "best_mia_auc",
+               "aia_acc", "aia_baseline"]  # fmt: skip
+    rows = []
+    for method in ("supervised", "contrastive", "talos"):
+        entry = results.get(method) or {}
+        mia = entry.get("mia") or {}
+        best = max(mia, key=lambda k: mia[k]["acc"]) if mia else None
+        aia = entry.get("aia") or {}
+        probe = aia.get(aia.get("strongest", ""), {}) if aia else {}
+        utility = entry.get("utility") or {}
+        rows.append([method, utility.get("test_acc"), utility.get("gap"), best,
+                     mia[best]["acc"] if best else None, mia[best]["auc"] if best else None,
+                     probe.get("acc"), aia.get("majority_baseline")])  # fmt: skip
+    run = _init(cfg, root, "report")
+    try:
+        run.log({"results": wandb.Table(columns=columns, data=rows)})
+        for image in ("roc.png", "aia.png"):
+            if (root / image).is_file():
+                run.log({image[:-4]: wandb.Image(str(root / image))})
+    finally:
+        run.finish()
+
+
+def log_attack(
+    cfg: DictConfig, root: Path, name: str, result: dict[str, Any], image: Path | None = None
+) -> None:
+    """One W&B run per attack stage in the run's group: metrics, a Table, the ROC image."""
+    if wandb_mode(cfg) == "disabled":
+        return
+    import wandb
+
+    run = _init(cfg, root, name)
     try:
         run.log(flatten(result))
         columns, rows = attack_table(result)

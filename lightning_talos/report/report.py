@@ -211,6 +211,8 @@ def render(results: dict[str, Any], figure_paths: list[Path]) -> str:
         "",
         table(results),
         "",
+        _resolution_note(results),
+        "",
         "## The paper's claims on this run",
         "",
         *claims(results),
@@ -221,6 +223,22 @@ def render(results: dict[str, Any], figure_paths: list[Path]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _resolution_note(results: dict[str, Any]) -> str:
+    """Say how finely the low-FPR columns can be read: below 1/N non-members they cannot."""
+    sizes = sorted(
+        {a["n_nonmembers"] for m in METHODS for a in (_get(results, m, "mia") or {}).values()
+         if a.get("n_nonmembers")}
+    )  # fmt: skip
+    if not sizes:
+        return ""
+    return (
+        f"Low-FPR columns: the attacks were scored on {', '.join(map(str, sizes))} non-members "
+        f"each, so FPRs below 1/{sizes[0]} = {1 / sizes[0]:.4f} are read from the ROC's first "
+        "point and are not resolved by this run; the label-only attacks query the model and run "
+        "on a seeded subset (mia.label_only_samples)."
+    )
 
 
 def write_report(root: Path) -> Path:
