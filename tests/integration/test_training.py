@@ -140,7 +140,9 @@ def test_atomic_checkpoint_keeps_previous_file_on_failure(
 
 @pytest.mark.slow
 def test_sigkill_mid_run_resumes_from_last_checkpoint(tiny_args: list[str], tmp_path: Path) -> None:
-    args = [*tiny_args, "simclr.max_epochs=3", "data.synthetic.quarter_size=128"]
+    # PIL augmentation makes each epoch take ~1 s, so the kill lands mid-run.
+    args = [*tiny_args, "simclr.max_epochs=6", "data.synthetic.quarter_size=256",
+            "data.aug.mode=pil"]  # fmt: skip
     cmd = [sys.executable, "-m", "lightning_talos", "pretrain", *args]
     env = {**os.environ, "WANDB_MODE": "disabled"}
     folder = _stage(tmp_path, "pretrain-target")
@@ -148,7 +150,7 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(tiny_args: list[str], tmp_
     ckpt = folder / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
     while not ckpt.is_file() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ckpt.is_file(), "no checkpoint was written before the kill"
@@ -156,4 +158,4 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(tiny_args: list[str], tmp_
     assert main(["pretrain", *args]) == 0
     metrics = _json(folder / "metrics.json")
     assert metrics["resumed_from_epoch"] >= 1
-    assert metrics["epochs"] == 3
+    assert metrics["epochs"] == 6
