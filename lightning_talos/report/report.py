@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_talos.errors import UserError
-from lightning_talos.report.plots import plot_aia_bars, plot_roc
+from lightning_talos.report.plots import plot_aia_bars, plot_roc, plot_tradeoff
 
 METHODS = ("supervised", "contrastive", "talos")
 LABELS = {"supervised": "Supervised", "contrastive": "Contrastive", "talos": "Talos"}
@@ -249,12 +249,31 @@ def write_report(root: Path) -> Path:
     return path
 
 
+def tradeoff_points(runs: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Talos (lambda, AIA accuracy of the strongest probe, task accuracy) of each run."""
+    points = []
+    for results in runs:
+        probe = strongest_probe(_get(results, "talos", "aia"))
+        test_acc = _get(results, "talos", "utility", "test_acc")
+        lam = _get(results, "meta", "talos_lambda")
+        if probe and test_acc is not None and lam is not None:
+            points.append({"lambda": lam, "aia_acc": probe["acc"], "test_acc": test_acc})
+    return points
+
+
 def compare(roots: list[Path]) -> str:
-    """Headline numbers of several runs side by side (markdown)."""
+    """Headline numbers of several runs side by side (markdown).
+
+    When the runs differ in ``talos.lambda`` (a sweep: one ``run.name`` per lambda), the
+    privacy-utility curve is drawn to ``tradeoff.png`` beside the first run.
+    """
+    runs = [load_results(root) for root in roots]
+    points = tradeoff_points(runs)
+    if len({p["lambda"] for p in points}) > 1:
+        plot_tradeoff(points, roots[0].parent / "tradeoff.png")
     head = "| run | model | task acc | gap | best MIA acc | best MIA AUC | AIA acc | baseline |"
     lines = [head, "|" + "---|" * 8]
-    for root in roots:
-        results = load_results(root)
+    for root, results in zip(roots, runs):
         for method in METHODS:
             entry = results.get(method)
             if not entry:

@@ -152,3 +152,30 @@ def test_report_renders_from_fixture_results(tmp_path: Path) -> None:
     results["talos"] = model(0.54, 0.91, 0.60)
     assert "does not hold" in claims(results)[2]
     assert (tmp_path / "aia.png").is_file()
+
+
+def test_seed_aggregate_and_lambda_sweep_compare(tmp_path: Path) -> None:
+    from lightning_talos.pipeline.results import aggregate
+    from lightning_talos.report.report import compare
+
+    def run(seed: int, acc: float, lam: float) -> dict:
+        probe = {"acc": acc, "balanced_acc": acc, "macro_f1": acc, "ci95": {"acc": [acc, acc]}}
+        talos = {"utility": {"train_acc": 0.8, "test_acc": acc, "gap": 0.8 - acc}, "mia": None,
+                 "aia": {"mlp": probe, "majority_baseline": 0.5, "strongest": "mlp"}}  # fmt: skip
+        meta = {"dataset": "synthetic", "backbone": "small_cnn", "seeds": [seed],
+                "split_hash": str(seed), "talos_lambda": lam}  # fmt: skip
+        return {"schema": 1, "supervised": None, "contrastive": None, "talos": talos, "meta": meta}
+
+    merged = aggregate([run(0, 0.6, 1.0), run(1, 0.8, 1.0)])
+    assert abs(merged["talos"]["utility"]["test_acc"] - 0.7) < 1e-9
+    assert abs(merged["spread"]["talos"]["utility"]["test_acc"] - 0.1414213) < 1e-6
+    assert merged["meta"]["seeds"] == [0, 1]
+    roots = []
+    for lam, acc in ((0.5, 0.9), (2.0, 0.6)):
+        root = tmp_path / f"lambda-{lam}"
+        root.mkdir()
+        (root / "results.json").write_text(json.dumps(run(0, acc, lam)))
+        roots.append(root)
+    table = compare(roots)
+    assert table.count("| Talos |") == 2
+    assert (tmp_path / "tradeoff.png").is_file()
