@@ -152,9 +152,15 @@ def _claim_talos(con: dict[str, Any], tal: dict[str, Any]) -> str:
     mia_c, mia_t = best_attack(con.get("mia")), best_attack(tal.get("mia"))
     mia_ok = mia_c is None or mia_t is None or mia_t[1]["acc"] <= mia_c[1]["ci95"]["acc"][1]
     verdict = _verdict(lowered and kept and mia_ok, _separated(c, t) and kept and mia_ok)
+    parts = (
+        f"attribute inference lowered: {_yes(lowered)}"
+        f"{' (intervals separated)' if _separated(c, t) else ''}; "
+        f"task accuracy kept within {UTILITY_TOLERANCE}: {_yes(kept)}; "
+        f"membership inference not worse: {_yes(mia_ok)}"
+    )
     text = (
         f"3. **Talos lowers attribute inference while keeping utility and membership privacy: "
-        f"{verdict}.** Strongest probe: Talos {t['acc']:.3f} {_ci(t)} ({t['name']}) vs "
+        f"{verdict}** ({parts}). Strongest probe: Talos {t['acc']:.3f} {_ci(t)} ({t['name']}) vs "
         f"contrastive {c['acc']:.3f} {_ci(c)}, baseline {base:.3f} (excess over the baseline "
         f"{t['acc'] - base:+.3f} vs {c['acc'] - base:+.3f}). Task accuracy "
         f"{_get(tal, 'utility', 'test_acc'):.3f} vs {_get(con, 'utility', 'test_acc'):.3f} "
@@ -166,6 +172,10 @@ def _claim_talos(con: dict[str, Any], tal: dict[str, Any]) -> str:
             f"{_ci(mia_c[1])}."
         )
     return text
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def _verdict(direction: bool, separated: bool) -> str:
