@@ -41,29 +41,32 @@ def _warm_torch() -> None:
     optimizer.zero_grad()
 
 
+#: Overrides of a tiny synthetic CPU run (no run.dir); shared by fixtures of any scope.
+TINY_ARGS = [
+    "experiment=synthetic_cpu",
+    "data.synthetic.quarter_size=64",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    "data.num_workers=0",
+    "trainer.max_epochs=1",
+    "simclr.max_epochs=1",
+    "linear.max_epochs=1",
+    "supervised.max_epochs=1",
+    "talos.max_epochs=1",
+    "mia.nn_epochs=2",
+    "mia.bootstrap=20",
+    "mia.label_only_samples=16",
+    "aia.mlp_epochs=2",
+    "aia.bootstrap=20",
+    "trainer.enable_progress_bar=false",
+    "logger.mode=disabled",
+]
+
+
 @pytest.fixture
 def tiny_args(tmp_path: Path) -> list[str]:
     """Dot-list overrides of a tiny synthetic CPU run writing under ``tmp_path``.
 
     Append more overrides (``[*tiny_args, "seed=1"]``): later ones win.
     """
-    return [
-        "experiment=synthetic_cpu",
-        "data.synthetic.quarter_size=64",
-        "data.batch_size=32",
-        "data.eval_batch_size=64",
-        "data.num_workers=0",
-        "trainer.max_epochs=1",
-        "simclr.max_epochs=1",
-        "linear.max_epochs=1",
-        "supervised.max_epochs=1",
-        "talos.max_epochs=1",
-        "mia.nn_epochs=2",
-        "mia.bootstrap=20",
-        "mia.label_only_samples=16",
-        "aia.mlp_epochs=2",
-        "aia.bootstrap=20",
-        "trainer.enable_progress_bar=false",
-        "logger.mode=disabled",
-        f"run.dir={tmp_path / 'runs'}",
-    ]
+    return [*TINY_ARGS, f"run.dir={tmp_path / 'runs'}"]

@@ -15,26 +15,14 @@ from lightning_talos.pipeline.audit import graph, plan
 from lightning_talos.pipeline.context import RunContext
 from lightning_talos.pipeline.results import validate_results
 from lightning_talos.report.report import claims, write_report
+from tests.conftest import TINY_ARGS
 
 TINY = [
-    "experiment=synthetic_cpu",
-    "data.synthetic.quarter_size=64",
-    "data.batch_size=32",
-    "data.eval_batch_size=64",
-    "trainer.max_epochs=1",
-    "simclr.max_epochs=1",
-    "linear.max_epochs=1",
-    "supervised.max_epochs=1",
-    "talos.max_epochs=1",
-    "mia.nn_epochs=2",
-    "mia.bootstrap=20",
+    *TINY_ARGS,
     "mia.label_only_samples=4",
     "mia.hsj_iterations=1",
     "mia.hsj_grad_samples=4",
     "mia.aug_n=2",
-    "aia.mlp_epochs=2",
-    "aia.bootstrap=20",
-    "trainer.enable_progress_bar=false",
     "run.name=tiny",
 ]
 
