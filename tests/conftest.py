@@ -53,6 +53,7 @@ TINY_ARGS = [
     "linear.max_epochs=1",
     "supervised.max_epochs=1",
     "talos.max_epochs=1",
+    "talos.init_from_pretrain=false",
     "mia.nn_epochs=2",
     "mia.bootstrap=20",
     "mia.label_only_samples=16",

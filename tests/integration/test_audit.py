@@ -19,6 +19,7 @@ from tests.conftest import TINY_ARGS
 
 TINY = [
     *TINY_ARGS,
+    "talos.init_from_pretrain=true",  # the graph then has talos depend on pretrain
     "mia.label_only_samples=4",
     "mia.hsj_iterations=1",
     "mia.hsj_grad_samples=4",
