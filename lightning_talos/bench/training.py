@@ -16,38 +16,17 @@ from torch.utils.data import DataLoader
 from lightning_talos.bench.context import Bench, autocast
 from lightning_talos.bench.timing import StepTimer, median, now, periods
 from lightning_talos.data.datamodule import Sample, TalosDataModule
-from lightning_talos.modules.common import decay_groups, two_views
+from lightning_talos.modules.common import encoder_groups, optimizer_and_schedule, two_views
 from lightning_talos.modules.simclr import SimCLR
-from lightning_talos.optim import build_optimizer, build_scheduler
 
 # ---------------------------------------------------------------------------- the plain loop
 
 
 def plain_optim(model: SimCLR, total_steps: int) -> tuple[Any, Any]:
-    """The optimiser and per-step schedule ``SimCLR.configure_optimizers`` builds."""
+    """The optimiser and per-step schedule ``SimCLR.configure_optimizers`` builds (one epoch)."""
     optim = model.hparams.optim
-    groups = [
-        *decay_groups(model.backbone, optim["weight_decay"]),
-        *decay_groups(model.projection, optim["weight_decay"]),
-        {
-            "params": list(model.probe.parameters()),
-            "lr": model.hparams.probe_lr,
-            "weight_decay": 0.0,
-        },
-    ]
-    optimizer = build_optimizer(
-        groups,
-        name=optim["name"],
-        lr=optim["lr"],
-        weight_decay=optim["weight_decay"],
-        momentum=optim.get("momentum", 0.9),
-    )
-    # As configure_optim under a step-limited Trainer (one epoch).
-    warmup = min(total_steps, int(total_steps * optim.get("warmup_epochs", 0.0)))
-    scheduler = build_scheduler(
-        optimizer, schedule=optim["schedule"], total_steps=total_steps, warmup_steps=warmup
-    )
-    return optimizer, scheduler
+    groups = encoder_groups(model, optim["weight_decay"])
+    return optimizer_and_schedule(groups, optim, total_steps=total_steps, epochs=1)
 
 
 def plain_loss(model: SimCLR, batch: Sample) -> Tensor:

@@ -17,20 +17,16 @@ from lightning_talos.optim import build_optimizer, build_scheduler, param_groups
 MEMBERS, NONMEMBERS = 0, 1
 
 
-def configure_optim(
-    module: pl.LightningModule,
-    groups: list[dict[str, Any]],
-    optim: dict[str, Any],
-    *,
-    total_steps: int | None = None,
-) -> dict[str, Any]:
-    """Optimiser + per-step schedule sized from ``trainer.estimated_stepping_batches``.
+def optimizer_and_schedule(
+    groups: list[dict[str, Any]], optim: dict[str, Any], *, total_steps: int, epochs: int
+) -> tuple[Any, Any]:
+    """Optimiser + per-step warmup/cosine schedule spanning ``total_steps`` over ``epochs``.
 
     Args:
-        module: the module being trained (its trainer gives the step count).
         groups: parameter groups (a group may carry its own ``lr``/``weight_decay``).
         optim: ``name``, ``lr``, ``weight_decay``, ``momentum``, ``schedule``, ``warmup_epochs``.
-        total_steps: steps the schedule spans (default: ``trainer.estimated_stepping_batches``).
+        total_steps: optimiser steps the schedule spans.
+        epochs: epochs those steps make (converts ``warmup_epochs`` into steps).
     """
     optimizer = build_optimizer(
         groups,
@@ -39,11 +35,34 @@ def configure_optim(
         weight_decay=optim["weight_decay"],
         momentum=optim.get("momentum", 0.9),
     )
-    total = max(1, int(total_steps or module.trainer.estimated_stepping_batches))
-    epochs = max(1, module.trainer.max_epochs or 1)
-    warmup = min(total, int(total * optim.get("warmup_epochs", 0.0) / epochs))
+    total = max(1, total_steps)
+    warmup = min(total, int(total * optim.get("warmup_epochs", 0.0) / max(1, epochs)))
     scheduler = build_scheduler(
         optimizer, schedule=optim["schedule"], total_steps=total, warmup_steps=warmup
+    )
+    return optimizer, scheduler
+
+
+def configure_optim(
+    module: pl.LightningModule,
+    groups: list[dict[str, Any]],
+    optim: dict[str, Any],
+    *,
+    total_steps: int | None = None,
+) -> dict[str, Any]:
+    """:func:`optimizer_and_schedule` sized from ``trainer.estimated_stepping_batches``.
+
+    Args:
+        module: the module being trained (its trainer gives the step count).
+        groups: parameter groups.
+        optim: optimiser settings.
+        total_steps: steps the schedule spans (default: ``trainer.estimated_stepping_batches``).
+    """
+    optimizer, scheduler = optimizer_and_schedule(
+        groups,
+        optim,
+        total_steps=int(total_steps or module.trainer.estimated_stepping_batches),
+        epochs=module.trainer.max_epochs or 1,
     )
     return {
         "optimizer": optimizer,
