@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from lightning_talos.models.backbones import build_backbone
 from lightning_talos.modules.common import MemberAccuracy, configure_optim, decay_groups, layout
+from lightning_talos.modules.window import WindowMeans, log_window
 
 
 class _Classifier(pl.LightningModule):
@@ -26,6 +27,7 @@ class _Classifier(pl.LightningModule):
         self.encoder, self.embed_dim = build_backbone(backbone, stem=stem)
         self.head = nn.Linear(self.embed_dim, num_classes)
         self.accuracy = MemberAccuracy(num_classes)
+        self.window = WindowMeans()
         if channels_last:
             self.encoder.to(memory_format=torch.channels_last)
 
@@ -37,11 +39,11 @@ class _Classifier(pl.LightningModule):
         """Logits ``[B,classes]``."""
         return self.head(self.embed(images))
 
-    def _train_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+    def _train_loss(self, logits: Tensor, labels: Tensor, batch_idx: int) -> Tensor:
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels), sync_dist=True)
-        self.log("train/acc", acc, batch_size=len(labels), sync_dist=True)
+        self.window.add(loss=loss, acc=acc)
+        log_window(self, self.window, batch_idx, prog_bar=("loss",))
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -88,7 +90,7 @@ class LinearClassifier(_Classifier):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         with torch.no_grad():
             h = self.embed(batch.image)
-        return self._train_loss(self.head(h), batch.label)
+        return self._train_loss(self.head(h), batch.label, batch_idx)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.hparams.optim
@@ -112,7 +114,7 @@ class SupervisedClassifier(_Classifier):
         self._build(backbone, stem, num_classes, channels_last)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self._train_loss(self(batch.image), batch.label)
+        return self._train_loss(self(batch.image), batch.label, batch_idx)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.hparams.optim

@@ -20,6 +20,7 @@ from lightning_talos.modules.common import (
     layout,
     two_views,
 )
+from lightning_talos.modules.window import WindowMeans, log_window
 
 
 class SimCLR(pl.LightningModule):
@@ -68,6 +69,7 @@ class SimCLR(pl.LightningModule):
         self.probe = nn.Linear(self.embed_dim, num_classes)
         self.augment = BatchedSimCLRAugment(**augment) if augment else None
         self.accuracy = MemberAccuracy(num_classes)
+        self.window = WindowMeans()
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
 
@@ -83,11 +85,9 @@ class SimCLR(pl.LightningModule):
         labels = batch.label.repeat(2)
         probe_logits = self.probe(h.detach())
         probe_loss = F.cross_entropy(probe_logits, labels)
-        batch_size = len(batch.label)
-        self.log("train/nce_loss", nce, prog_bar=True, batch_size=batch_size, sync_dist=True)
-        self.log("train/probe_loss", probe_loss, batch_size=batch_size, sync_dist=True)
         probe_acc = (probe_logits.argmax(1) == labels).float().mean()
-        self.log("train/probe_acc", probe_acc, batch_size=batch_size, sync_dist=True)
+        self.window.add(nce_loss=nce, probe_loss=probe_loss, probe_acc=probe_acc)
+        log_window(self, self.window, batch_idx, prog_bar=("nce_loss",))
         return nce + probe_loss
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -24,6 +24,7 @@ from lightning_talos.modules.common import (
     layout,
     two_views,
 )
+from lightning_talos.modules.window import WindowMeans, log_window
 
 
 def dann_lambda(lambda_max: float, progress: float) -> float:
@@ -102,6 +103,7 @@ class Talos(pl.LightningModule):
         self.augment = BatchedSimCLRAugment(**augment) if augment else None
         self.accuracy = MemberAccuracy(num_classes)
         self.adversary_acc = MulticlassAccuracy(num_attribute_classes, average="micro")
+        self.window = WindowMeans()
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
 
@@ -179,13 +181,9 @@ class Talos(pl.LightningModule):
                 opt_adv.step()
             self.adversary.requires_grad_(True)
             self.lr_schedulers().step()
-        self._log_step(nce, logits, self._targets(batch, r), lam, len(batch.label))
-
-    def _log_step(self, nce: Tensor, logits: Tensor, attrs: Tensor, lam: float, n: int) -> None:
-        adv_acc = (logits.argmax(1) == attrs).float().mean()
-        self.log("train/nce_loss", nce, prog_bar=True, batch_size=n, sync_dist=True)
-        self.log("train/adv_acc", adv_acc, prog_bar=True, batch_size=n, sync_dist=True)
-        self.log("train/lambda", lam, batch_size=n)
+        adv_acc = (logits.argmax(1) == self._targets(batch, r)).float().mean()
+        self.window.add(nce_loss=nce, adv_acc=adv_acc, **{"lambda": lam})
+        log_window(self, self.window, batch_idx, prog_bar=("nce_loss", "adv_acc"))
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         h = self(batch.image)

@@ -29,6 +29,7 @@ import torch.multiprocessing as mp
 
 from lightning_talos import distributed as dist_utils
 from lightning_talos.losses.ntxent import NTXentLoss
+from lightning_talos.modules.window import WindowMeans
 
 WORLD = 2
 TEMPERATURE = 0.1
@@ -65,6 +66,11 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         weights = data["gather_weights"]
         (gathered * weights).sum().backward()
         results["gather"] = {"out": gathered.detach(), "grad": x.grad}
+        # Step scalars: window means on each rank, then averaged over ranks in one all-reduce.
+        window = WindowMeans()
+        for step in range(3):
+            window.add(loss=torch.tensor(10.0 * rank + step), lam=float(rank))
+        results["window"] = window.pop()
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -134,6 +140,16 @@ def test_gather_unequal_sizes_and_eye_rank(ddp_results: tuple) -> None:
         mask = results[r]["eye_rank"]
         assert mask.shape == (2, 2 * WORLD) and mask.sum() == 2
         assert mask[0, 2 * r] and mask[1, 2 * r + 1]
+
+
+@pytest.mark.ddp
+def test_window_means_are_averaged_over_ranks(ddp_results: tuple) -> None:
+    _, results = ddp_results
+    # rank 0 steps 0,1,2 (mean 1), rank 1 steps 10,11,12 (mean 11): 6 over ranks.
+    for r in range(WORLD):
+        assert set(results[r]["window"]) == {"loss", "lam"}
+        assert float(results[r]["window"]["loss"]) == pytest.approx(6.0)
+        assert float(results[r]["window"]["lam"]) == pytest.approx(0.5)
 
 
 def test_single_process_helpers() -> None:
