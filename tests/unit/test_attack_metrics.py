@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 from lightning_talos.attacks.metrics import (
     best_threshold,
@@ -98,6 +105,27 @@ def test_membership_metrics_hand_case() -> None:
     assert out["tpr_at_1pct_fpr"] == pytest.approx(0.5)
     fpr, tpr = roc_points(scores, is_member)
     assert fpr[0] == 0 and tpr[-1] == 1 and len(fpr) == 11
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_membership_metrics_equal_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    is_member = rng.random(400) < 0.45
+    scores = np.round(rng.normal(size=400) + 0.7 * is_member, 1)  # many ties
+    pred = rng.random(400) < 0.5
+    out = membership_metrics(scores, is_member, pred, n_bootstrap=0)
+    assert out["acc"] == pytest.approx(accuracy_score(is_member, pred), abs=1e-12)
+    assert out["balanced_acc"] == pytest.approx(balanced_accuracy_score(is_member, pred), abs=1e-12)
+    assert out["precision"] == pytest.approx(precision_score(is_member, pred), abs=1e-12)
+    assert out["recall"] == pytest.approx(recall_score(is_member, pred), abs=1e-12)
+    assert out["auc"] == pytest.approx(roc_auc_score(is_member, scores), abs=1e-12)
+    fpr, tpr, _ = roc_curve(is_member, scores, drop_intermediate=False)
+    ours_fpr, ours_tpr = roc_points(scores, is_member)
+    np.testing.assert_allclose(ours_fpr, fpr, atol=1e-12)
+    np.testing.assert_allclose(ours_tpr, tpr, atol=1e-12)
+    assert out["advantage"] == pytest.approx(float(np.max(tpr - fpr)), abs=1e-12)
+    none = membership_metrics(scores, is_member, np.zeros(400, bool), n_bootstrap=0)
+    assert none["precision"] == 0.0 and none["recall"] == 0.0
 
 
 def test_bootstrap_ci_contains_estimate_and_narrows() -> None:
