@@ -17,7 +17,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
-from lightning_talos.attacks.membership import seeded_mlp, single_thread, train_epochs
+from lightning_talos.attacks.small_mlp import SGD, SmallMLP, single_thread, train_epochs
 
 PROBES = ("mlp", "logistic", "knn")
 
@@ -52,6 +52,9 @@ def mlp_probe(
 ) -> np.ndarray:
     """The paper's attribute adversary: MLP ``d-128-128-128-K`` trained with SGD and cross-entropy.
 
+    Trained in NumPy (:mod:`~lightning_talos.attacks.small_mlp`), with PyTorch's initialisation,
+    batches and update rule.
+
     No activation on the output logits. ``standardize=True`` is a deviation from the paper: the
     features are standardised with the train statistics first, because plain SGD at lr 0.01
     barely moves on raw, unnormalised embeddings within 100 epochs and would understate the leak.
@@ -77,18 +80,20 @@ def mlp_probe(
     test_x, _ = _arrays(test_x)
     if standardize:
         train_x, test_x = _standardise(train_x, test_x)
-    model = seeded_mlp(train_x.shape[1], hidden, num_classes, seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    x, y = torch.as_tensor(train_x, dtype=torch.float32), torch.as_tensor(train_y)
+    model = SmallMLP.seeded(train_x.shape[1], hidden, num_classes, seed)
     generator = torch.Generator().manual_seed(seed)
     with single_thread():
         for _ in train_epochs(
-            model, optimizer, x, y, epochs=epochs, batch_size=batch_size, generator=generator
+            model,
+            SGD(lr=lr, momentum=momentum),
+            train_x.astype(np.float32),
+            train_y,
+            epochs=epochs,
+            batch_size=batch_size,
+            generator=generator,
         ):
             pass
-    model.eval()
-    with torch.no_grad():
-        return model(torch.as_tensor(test_x, dtype=torch.float32)).argmax(dim=1).numpy()
+        return model.logits(test_x.astype(np.float32)).argmax(axis=1).astype(np.int64)
 
 
 def logistic_probe(

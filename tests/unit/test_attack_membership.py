@@ -18,10 +18,10 @@ from lightning_talos.attacks.membership import (
     metric_scores,
     nn_attack,
     nn_features,
-    single_thread,
 )
 from lightning_talos.attacks.metrics import best_threshold
 from lightning_talos.attacks.outputs import ModelOutputs, SplitOutputs
+from lightning_talos.attacks.small_mlp import single_thread
 
 
 def _split(posteriors: np.ndarray, labels: np.ndarray) -> SplitOutputs:
