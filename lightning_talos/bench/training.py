@@ -1,7 +1,7 @@
 """Training-side measurements: framework overhead, data path, precision and memory layout.
 
-Every ratio is measured side by side: the two sides alternate round by round, so slow phases
-of a shared, noisy machine fall on both.
+Every ratio is measured side by side, so slow phases of a shared, noisy machine fall on both
+sides: Lightning and the plain loop alternate step by step, the data-path sides epoch by epoch.
 """
 
 from __future__ import annotations
@@ -119,11 +119,10 @@ class Interleaved(pl.Callback):
         start = now(device)
         if self._resumed is not None:
             self.lightning_s.append(start - self._resumed)
-        if self.plain.step() is not None:
-            self._resumed = now(device)
+        stepped = self.plain.step() is not None
+        self._resumed = now(device)
+        if stepped:
             self.plain_s.append(self._resumed - start)
-        else:
-            self._resumed = now(device)
 
 
 def lightning_run(bench: Bench, model: SimCLR, loader: DataLoader, **limits: Any) -> StepTimer:
