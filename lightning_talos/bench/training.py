@@ -1,7 +1,8 @@
 """Training-side measurements: framework overhead, data path, precision and memory layout.
 
 Every ratio is measured side by side, so slow phases of a shared, noisy machine fall on both
-sides: Lightning and the plain loop alternate step by step, the data-path sides epoch by epoch.
+sides: Lightning and the plain loop alternate step by step, the data-path sides a few epochs
+at a time.
 """
 
 from __future__ import annotations
