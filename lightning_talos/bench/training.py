@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from lightning_talos.bench.context import Bench, autocast
 from lightning_talos.bench.timing import StepTimer, median, now, periods
 from lightning_talos.data.datamodule import Sample, TalosDataModule
-from lightning_talos.modules.common import encoder_groups, optimizer_and_schedule, two_views
+from lightning_talos.modules.common import encoder_groups, optimizer_and_schedule
 from lightning_talos.modules.simclr import SimCLR
 from lightning_talos.modules.window import WindowMeans, log_window
 
@@ -34,16 +34,9 @@ def plain_optim(model: SimCLR, total_steps: int) -> tuple[Any, Any]:
 
 
 def plain_loss(model: SimCLR, batch: Sample) -> Tensor:
-    """``SimCLR.training_step`` without Lightning: same views, loss, probe and accuracy."""
-    v1, v2 = two_views(batch.image, model.augment, model.hparams.channels_last)
-    h = model.backbone(torch.cat([v1, v2]))
-    z1, z2 = model.projection(h).chunk(2)
-    nce = model.loss(z1, z2)
-    labels = batch.label.repeat(2)
-    probe_logits = model.probe(h.detach())
-    probe_loss = F.cross_entropy(probe_logits, labels)
-    (probe_logits.argmax(1) == labels).float().mean()  # the logged accuracy, same work
-    return nce + probe_loss
+    """``SimCLR.training_step`` without Lightning: the same losses, without logging."""
+    losses = model.step_losses(batch)
+    return losses["nce_loss"] + losses["probe_loss"]
 
 
 class PlainStepper:
@@ -261,6 +254,12 @@ def _epoch_times(bench: Bench, model: SimCLR, loader: DataLoader, epochs: int) -
     return timer.epochs[1:]
 
 
+def _contrastive_data(bench: Bench, aug_mode: str) -> TalosDataModule:
+    """The target role's contrastive datamodule with ``data.aug.mode=aug_mode``."""
+    data = bench.with_overrides(**{"data.aug.mode": aug_mode}).data
+    return TalosDataModule(data, bench.pool, bench.splits, role="target", use="contrastive")
+
+
 def data_path(bench: Bench, epochs: int = 2) -> dict[str, Any]:
     """A SimCLR epoch through the real datamodule vs the same steps on in-memory batches.
 
@@ -270,26 +269,14 @@ def data_path(bench: Bench, epochs: int = 2) -> dict[str, Any]:
     model-only throughput.
     """
     quarter = len(bench.splits.target_train)
-    real_dm = TalosDataModule(
-        bench.with_overrides(**{"data.aug.mode": "batched"}).data,
-        bench.pool,
-        bench.splits,
-        role="target",
-        use="contrastive",
-    )
+    real_dm = _contrastive_data(bench, "batched")
     premade = bench.loader(bench.batches(_epoch_sizes(quarter, bench.batch_size)))
     real: list[float] = []
     model_only: list[float] = []
     for _ in range(max(1, bench.rounds - 1)):
         real += _epoch_times(bench, bench.simclr(), real_dm.train_dataloader(), epochs)
         model_only += _epoch_times(bench, bench.simclr(), premade, epochs)
-    pil_dm = TalosDataModule(
-        bench.with_overrides(**{"data.aug.mode": "pil"}).data,
-        bench.pool,
-        bench.splits,
-        role="target",
-        use="contrastive",
-    )
+    pil_dm = _contrastive_data(bench, "pil")
     pil = _epoch_times(bench, bench.simclr(augment=False), pil_dm.train_dataloader(), epochs)
     real_ips = images_per_s(quarter, median(real))
     model_ips = images_per_s(quarter, median(model_only))

@@ -77,18 +77,28 @@ class SimCLR(pl.LightningModule):
         """Embedding h of float images ``[B,3,S,S]`` -> ``[B,d]``."""
         return self.backbone(layout(images, self.hparams.channels_last))
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def step_losses(self, batch: Any) -> dict[str, Tensor]:
+        """``nce_loss``, ``probe_loss`` and ``probe_acc`` of a training batch (two views each).
+
+        The optimised loss is ``nce_loss + probe_loss``; the probe reads ``h.detach()``, so its
+        gradients never reach the encoder.
+        """
         v1, v2 = two_views(batch.image, self.augment, self.hparams.channels_last)
         h = self.backbone(torch.cat([v1, v2]))
         z1, z2 = self.projection(h).chunk(2)
-        nce = self.loss(z1, z2)
         labels = batch.label.repeat(2)
         probe_logits = self.probe(h.detach())
-        probe_loss = F.cross_entropy(probe_logits, labels)
-        probe_acc = (probe_logits.argmax(1) == labels).float().mean()
-        self.window.add(nce_loss=nce, probe_loss=probe_loss, probe_acc=probe_acc)
+        return {
+            "nce_loss": self.loss(z1, z2),
+            "probe_loss": F.cross_entropy(probe_logits, labels),
+            "probe_acc": (probe_logits.argmax(1) == labels).float().mean(),
+        }
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        losses = self.step_losses(batch)
+        self.window.add(**losses)
         log_window(self, self.window, batch_idx, prog_bar=("nce_loss",))
-        return nce + probe_loss
+        return losses["nce_loss"] + losses["probe_loss"]
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self.probe(self(batch.image))
