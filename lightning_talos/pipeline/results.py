@@ -10,48 +10,35 @@ from typing import Any
 import numpy as np
 
 from lightning_talos.errors import UserError
+from lightning_talos.pipeline.attack import AIA_KEYS, MIA_KEYS
 from lightning_talos.pipeline.context import RunContext
 from lightning_talos.pipeline.rundir import git_commit, read_manifest, versions
+from lightning_talos.pipeline.stages import REGISTRY, method_names
 
 SCHEMA_VERSION = 1
-METHODS = ("supervised", "contrastive", "talos")
-MIA_KEYS = ("acc", "balanced_acc", "auc", "advantage", "tpr_at_1pct_fpr", "tpr_at_0p1pct_fpr")
-AIA_KEYS = ("acc", "balanced_acc", "macro_f1")
 
 
 def _read(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _mia_entry(attack: dict[str, Any]) -> dict[str, Any]:
-    entry = {k: attack[k] for k in MIA_KEYS}
-    entry["ci95"] = attack["ci95"]
-    entry["n_members"] = attack.get("n_members")
-    entry["n_nonmembers"] = attack.get("n_nonmembers")
-    entry["roc"] = attack.get("roc")
-    return entry
-
-
 def method_results(root: Path, method: str) -> dict[str, Any] | None:
-    """``utility``, ``mia`` and ``aia`` of one method from its attack outputs (None if absent)."""
-    mia = _read(root / f"mia-{method}" / "mia.json")
-    aia = _read(root / f"aia-{method}" / "aia.json")
-    if mia is None and aia is None:
+    """``utility`` and one entry per attack stage of one method (None if nothing ran).
+
+    ``utility`` is the target model's train and test accuracy, as the first attack stage that
+    read it recorded it.
+    """
+    outputs = {
+        stage.name: _read(root / f"{stage.name}-{method}" / stage.output)
+        for stage in REGISTRY.attack.values()
+    }
+    if all(v is None for v in outputs.values()):
         return None
-    utility = (mia or aia or {}).get("target")
-    out: dict[str, Any] = {"utility": utility, "mia": None, "aia": None}
-    if mia is not None:
-        out["mia"] = {name: _mia_entry(a) for name, a in mia["attacks"].items()}
-    if aia is not None:
-        probes = {
-            name: {**{k: p[k] for k in AIA_KEYS}, "ci95": p["ci95"]}
-            for name, p in aia["probes"].items()
-        }
-        out["aia"] = {
-            **probes,
-            "majority_baseline": aia["majority_baseline"],
-            "strongest": aia["strongest"],
-        }
+    utility = next((o["target"] for o in outputs.values() if o and "target" in o), None)
+    out: dict[str, Any] = {"utility": utility}
+    for stage in REGISTRY.attack.values():
+        result = outputs[stage.name]
+        out[stage.name] = None if result is None else stage.summarize(result)
     return out
 
 
@@ -59,7 +46,7 @@ def build_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any]:
     """Collect a finished audit's outputs into the results schema."""
     cfg = ctx.cfg
     results: dict[str, Any] = {"schema": SCHEMA_VERSION}
-    for method in METHODS:
+    for method in method_names():
         results[method] = method_results(ctx.root, method)
     results["meta"] = {
         "dataset": cfg.data.name,
@@ -97,7 +84,8 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     meta = dict(per_seed[0]["meta"])
     meta["seeds"] = [s for r in per_seed for s in r["meta"]["seeds"]]
     meta["split_hash"] = [r["meta"]["split_hash"] for r in per_seed]
-    return {**mean, "meta": meta, "spread": {k: spread[k] for k in METHODS}, "per_seed": per_seed}
+    spread = {k: spread[k] for k in method_names() if k in spread}
+    return {**mean, "meta": meta, "spread": spread, "per_seed": per_seed}
 
 
 def _combine(items: list[Any], fn: Any) -> Any:
@@ -123,7 +111,7 @@ def validate_results(results: dict[str, Any]) -> list[str]:
                 "wall_time_s"):  # fmt: skip
         if key not in results.get("meta", {}):
             problems.append(f"meta.{key} missing")
-    for method in METHODS:
+    for method in method_names():
         entry = results.get(method)
         if entry is None:
             continue

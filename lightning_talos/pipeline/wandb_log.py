@@ -58,7 +58,8 @@ def log_report(cfg: DictConfig, root: Path, results: dict[str, Any]) -> None:
     columns = ["model", "test_acc", "gap", "best_mia", "best_mia_acc", "best_mia_auc",
                "aia_acc", "aia_baseline"]  # fmt: skip
     rows = []
-    for method in ("supervised", "contrastive", "talos"):
+    methods = [k for k, v in results.items() if isinstance(v, dict) and "utility" in v]
+    for method in methods:
         entry = results.get(method) or {}
         mia = entry.get("mia") or {}
         best = max(mia, key=lambda k: mia[k]["acc"]) if mia else None

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from lightning_talos.errors import UserError
+from lightning_talos.pipeline.stages import PAPER_METHODS, method_labels
 from lightning_talos.report.plots import plot_aia_bars, plot_roc, plot_tradeoff
 
-METHODS = ("supervised", "contrastive", "talos")
-LABELS = {"supervised": "Supervised", "contrastive": "Contrastive", "talos": "Talos"}
+METHODS = PAPER_METHODS
+LABELS = method_labels()
 #: How many points of task accuracy Talos may lose and still "keep" utility.
 UTILITY_TOLERANCE = 0.03
 

@@ -10,7 +10,7 @@ from omegaconf.errors import ReadonlyConfigError
 
 from lightning_talos import cli
 from lightning_talos.config.load import available, compose, config_dir
-from lightning_talos.config.schema import CHOICES
+from lightning_talos.config.schema import Config
 from lightning_talos.errors import UserError
 
 EXPERIMENTS = sorted(
@@ -61,13 +61,22 @@ def test_wrong_type_names_key() -> None:
     assert "\n" not in str(err.value)
 
 
+def _choices(key: str) -> list[str]:
+    """The valid values of an enum setting, from the schema's own type."""
+    node = OmegaConf.structured(Config)
+    parent, _, leaf = key.rpartition(".")
+    section = OmegaConf.select(node, parent) if parent else node
+    enum_type = OmegaConf.get_type(section, leaf)
+    return [member.value for member in enum_type]
+
+
 @pytest.mark.parametrize("key", ["data.name", "role", "talos.schedule", "logger.mode"])
 def test_invalid_choice_names_key_and_choices(key: str) -> None:
     with pytest.raises(UserError) as err:
         compose([f"{key}=x_not_valid"])
     message = str(err.value)
     assert key in message
-    for choice in CHOICES[key]:
+    for choice in _choices(key):
         assert choice in message
 
 
@@ -156,7 +165,7 @@ def test_experiment_folder_is_the_one_loaded() -> None:
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes(name: str) -> None:
     cfg = compose([f"experiment={name}"])
-    assert cfg.data.name in CHOICES["data.name"]
+    assert cfg.data.name in _choices("data.name")
 
 
 @pytest.mark.parametrize("group", ["data", "model", "trainer", "logger"])
