@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lightning_talos.errors import UserError
 
-USAGE = """usage: lightning-talos COMMAND [--help | --print-config] [experiment=NAME] [key=value ...]
+USAGE = """usage: lightning-talos COMMAND [--help|--print-config] [experiment=NAME] [key=value ...]
 
 commands:
 {commands}
