@@ -56,7 +56,9 @@ def view_similarities(
         images: ``[N, 3, H, W]`` uint8 or float, as ``augment`` takes them.
         n_views: Views per image, at least 2.
         batch_size: Images per chunk (each chunk embeds ``n_views`` batches of this size).
-        seed: Seed of the augmentation draws (one CPU generator for the whole call).
+        seed: Seed of the augmentation draws (one CPU generator for the whole call). The same
+            seed, images and ``batch_size`` give the same views, so the target, shadow and
+            reference encoders can be queried on identical views (pass the same seed).
 
     Returns:
         ``float64 [N, n_views * (n_views - 1) / 2]``, each row sorted ascending.

@@ -155,6 +155,39 @@ def reference_plan(
     return ReferencePlan(mode, seed, splits.hash, pool, inclusion_matrix(len(pool), k, seed))
 
 
+def population_sample(
+    plan: ReferencePlan, candidates: np.ndarray, *, size: int, seed: int
+) -> np.ndarray:
+    """Seeded sample of RMIA's population points ``z`` among the attacker's data.
+
+    Only points that at least one reference did not train on qualify (offline RMIA needs an OUT
+    reference per ``z``; with ``K >= 2`` every pool entry has one, with ``K = 1`` half do).
+
+    Args:
+        plan: The reference plan.
+        candidates: ``int64 [M0]`` dataset indices the attacker may use, disjoint from the
+            attacked model's training set (e.g. both shadow quarters when attacking the target,
+            shadow-test when attacking the shadow).
+        size: Number of points wanted (``mia.rmia_population``); fewer are returned when fewer
+            qualify.
+        seed: Seed of the draw.
+
+    Returns:
+        Sorted ``int64 [min(size, qualifying)]`` dataset indices.
+
+    Raises:
+        UserError: If ``size < 1`` or no candidate qualifies.
+    """
+    if size < 1:
+        raise UserError(f"mia.rmia_population must be >= 1, got {size}")
+    candidates = np.asarray(candidates, dtype=np.int64)
+    usable = candidates[~plan.inclusion_of(candidates).all(axis=0)]
+    if len(usable) == 0:
+        raise UserError("no population point is OUT for some reference; add references")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(usable, size=min(size, len(usable)), replace=False))
+
+
 def save_plan(plan: ReferencePlan, path: Path) -> None:
     """Write the plan and its hash as JSON (atomically); rows as ``'0'/'1'`` strings."""
     payload = {

@@ -11,6 +11,7 @@ import pytest
 from lightning_talos.attacks.references import (
     inclusion_matrix,
     load_plan,
+    population_sample,
     reference_plan,
     resolve_plan,
     save_plan,
@@ -100,3 +101,18 @@ def test_tampered_plan_is_refused(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(UserError, match="cannot read"):
         load_plan(path)
+
+
+def test_population_points_have_an_out_reference() -> None:
+    splits = member_split(400, seed=0)
+    attacker = np.r_[splits.shadow_train, splits.shadow_test]
+    one = reference_plan(splits, k=1, mode="offline", seed=0)
+    z = population_sample(one, attacker, size=500, seed=0)
+    assert len(z) == 100  # only the half the single reference did not train on
+    assert not one.inclusion_of(z).any()
+    four = reference_plan(splits, k=4, mode="offline", seed=0)
+    z4 = population_sample(four, attacker, size=50, seed=1)
+    assert len(np.unique(z4)) == 50 and np.isin(z4, attacker).all()
+    np.testing.assert_array_equal(z4, population_sample(four, attacker, size=50, seed=1))
+    with pytest.raises(UserError):
+        population_sample(four, attacker, size=0, seed=0)
