@@ -6,14 +6,19 @@ reference models that did (IN) or did not (OUT) train on the example, each model
 Gaussian:
 
 * online (IN and OUT references): ``score = log N(phi; mu_in, s_in) - log N(phi; mu_out, s_out)``;
-* offline (OUT references only): the one-sided test ``score = log Pr[Z < phi]`` with
-  ``Z ~ N(mu_out, s_out)``, i.e. the log of one minus the p-value ``Pr[Z > phi]`` (members sit
-  high).
+* offline (OUT references only): the one-sided test of ``phi`` against ``Z ~ N(mu_out, s_out)``
+  (members sit high): its p-value is ``Pr[Z > phi] = 1 - Phi(t)`` with
+  ``t = (phi - mu_out) / s_out``, and the score is ``t`` itself, which ranks examples exactly
+  as the paper's ``Phi(t) = Pr[Z < phi]`` does but never saturates (``Phi(t)`` rounds to 1 in
+  float64 beyond ``t ~ 8``, where an overfit model's members and a tiny per-example variance
+  put many of them).
 
 Queries: the statistic is read on a fixed set of augmented copies of each example (horizontal
 flip and small shifts, :func:`augmented_queries`), the same copies for the attacked model and
 every reference. Each query ``q`` gets its own Gaussians (a diagonal multivariate fit) and the
-score is the mean over queries of the per-query score, as in the authors' code.
+score is the mean over queries of the per-query score: online the mean log likelihood ratio
+(the authors' code); offline the mean ``t``, Stouffer's combination of the per-query one-sided
+tests (``Phi(sqrt(Q) * score)`` is the combined ``1 - p``).
 
 Variance: with few references a per-example variance is noisy, so below
 ``global_variance_below`` references one variance per query (and per IN/OUT group) is pooled
@@ -32,7 +37,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.special import log_ndtr
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -308,7 +312,8 @@ def lira_scores(
     Returns:
         ``float64 [N]``: online the mean over queries of the log likelihood ratio
         ``log N(phi; mu_in, s_in) - log N(phi; mu_out, s_out)``; offline the mean over queries
-        of ``log Phi((phi - mu_out) / s_out)``.
+        of ``t = (phi - mu_out) / s_out`` (one-sided: ``Phi(sqrt(Q) * score)`` is one minus the
+        combined p-value ``Pr[Z > phi]``).
 
     Raises:
         ValueError: If shapes disagree, or a group lacks references (see :func:`gaussian_fit`).
@@ -317,7 +322,7 @@ def lira_scores(
     pooled = refs.shape[0] < global_variance_below
     mu_out, s_out = gaussian_fit(refs, ~inclusion, pooled=pooled, min_std=min_std)
     if not online:
-        return log_ndtr((model - mu_out) / s_out).mean(axis=1)
+        return ((model - mu_out) / s_out).mean(axis=1)
     mu_in, s_in = gaussian_fit(refs, inclusion, pooled=pooled, min_std=min_std)
     log_ratio = _log_normal_pdf(model, mu_in, s_in) - _log_normal_pdf(model, mu_out, s_out)
     return log_ratio.mean(axis=1)
@@ -395,8 +400,8 @@ def lira_attack(
             of those candidates in the references (offline: each shadow candidate is in the
             attacker's pool, so about half the references are OUT for it). Used only to
             calibrate the threshold of the hard decisions (see :func:`threshold_metrics`);
-            without it the threshold is the natural one: online 0 (IN as likely as OUT),
-            offline ``log(1/2)`` (``phi`` above the OUT mean).
+            without it the threshold is the natural 0: online "IN as likely as OUT", offline
+            "``phi`` above the OUT mean" (p-value 1/2).
         online: See :func:`lira_scores`.
         global_variance_below: See :func:`lira_scores`.
         min_std: See :func:`lira_scores`.
@@ -424,7 +429,7 @@ def lira_attack(
     out = threshold_metrics(
         scores,
         target.ground_truth("target"),
-        default_threshold=0.0 if online else math.log(0.5),
+        default_threshold=0.0,
         shadow_scores=shadow_scores,
         shadow_is_member=shadow_member,
         n_bootstrap=n_bootstrap,

@@ -57,10 +57,20 @@ def test_offline_one_sided_by_hand() -> None:
     refs = np.array([[0.0, 0.0], [1.0, 2.0], [2.0, 4.0]])  # OUT only: ex 0 mean 1 var 1; ex 1 2, 4
     phi = np.array([2.0, 1.0])
     per_example = lira_scores(Signals(phi, refs), global_variance_below=0)
-    np.testing.assert_allclose(per_example, np.log([norm.cdf(1.0), norm.cdf(-0.5)]), rtol=1e-12)
+    np.testing.assert_allclose(per_example, [1.0, -0.5], rtol=1e-12)  # (phi - mean) / std
     pooled = lira_scores(Signals(phi, refs), global_variance_below=4)  # (2 + 8) / (2 + 2) = 2.5
     s = math.sqrt(2.5)
-    np.testing.assert_allclose(pooled, np.log([norm.cdf(1 / s), norm.cdf(-1 / s)]), rtol=1e-12)
+    np.testing.assert_allclose(pooled, [1 / s, -1 / s], rtol=1e-12)
+    # The one-sided p-value Pr[Z > phi] of the hand fit: 1 - Phi(score) for one query.
+    np.testing.assert_allclose(norm.sf(phi, [1.0, 2.0], [1.0, 2.0]), 1 - norm.cdf(per_example))
+
+
+def test_offline_score_does_not_saturate() -> None:
+    # Members far above a tight OUT distribution keep distinct scores (Phi would round to 1).
+    refs = np.array([[0.0, 0.0], [0.1, 0.1], [-0.1, -0.1]])
+    scores = lira_scores(Signals(np.array([50.0, 60.0]), refs), global_variance_below=0)
+    assert norm.cdf(scores[0]) == norm.cdf(scores[1]) == 1.0
+    assert scores[1] > scores[0]
 
 
 def test_offline_uses_only_out_references_and_queries_average() -> None:
@@ -78,7 +88,7 @@ def test_offline_uses_only_out_references_and_queries_average() -> None:
         lira_scores(Signals(phi[:, q], refs[3:, :, q]), global_variance_below=0) for q in (0, 1)
     ]
     np.testing.assert_allclose(b, (per_query[0] + per_query[1]) / 2)
-    ref = norm.logcdf(phi, refs[3:].mean(0), refs[3:].std(0, ddof=1)).mean(1)
+    ref = ((phi - refs[3:].mean(0)) / refs[3:].std(0, ddof=1)).mean(1)
     np.testing.assert_allclose(b, ref, rtol=1e-10)
 
 
@@ -153,7 +163,7 @@ def test_attack_threshold_from_shadow_or_default() -> None:
     phi = rng.normal(size=n) + 1.5 * member  # members sit high
     target = Signals(phi, refs, None, member)
     out = lira_attack(target, n_bootstrap=0)
-    assert out["threshold"] == pytest.approx(math.log(0.5)) and out["threshold_from"] == "default"
+    assert out["threshold"] == 0.0 and out["threshold_from"] == "default"
     assert out["auc"] > 0.75 and out["references"] == k and out["queries"] == 1
     shadow = Signals(rng.normal(size=n) + 1.5 * member, rng.normal(size=(k, n)), None, member)
     calibrated = lira_attack(target, shadow=shadow, n_bootstrap=0)
