@@ -33,6 +33,7 @@ from lightning_talos.pipeline.rundir import (
 )
 from lightning_talos.pipeline.training import require_done
 from lightning_talos.pipeline.wandb_log import log_attack
+from lightning_talos.report.claims import encode_correct
 from lightning_talos.report.plots import plot_roc
 
 
@@ -40,10 +41,12 @@ def accuracy(outputs: SplitOutputs) -> float:
     return float((outputs.logits.argmax(1) == outputs.labels).float().mean())
 
 
-def utility(outputs: ModelOutputs) -> dict[str, float]:
-    """Train (member) and test (non-member) accuracy and their gap, from eval-mode outputs."""
+def utility(outputs: ModelOutputs) -> dict[str, Any]:
+    """Train (member) and test (non-member) accuracy, their gap, and per-sample test correctness
+    (for the paired utility interval of claim 3), from eval-mode outputs."""
     train, test = accuracy(outputs.members), accuracy(outputs.nonmembers)
-    return {"train_acc": train, "test_acc": test, "gap": train - test}
+    test_correct = encode_correct(outputs.nonmembers.logits.argmax(1), outputs.nonmembers.labels)
+    return {"train_acc": train, "test_acc": test, "gap": train - test, "test_correct": test_correct}
 
 
 def attack_inputs(ctx: RunContext, kind: str) -> dict[str, str]:
