@@ -76,6 +76,9 @@ def build_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any]:
         "split_hash": ctx.splits.hash,
         "quarter_size": ctx.splits.quarter_size,
         "talos_lambda": cfg.talos["lambda"],
+        # resamples behind the attacks' intervals (0: none; a one-seed verdict then cannot rest
+        # on them)
+        "bootstrap": {"mia": cfg.mia.bootstrap, "aia": cfg.aia.bootstrap},
         "git_commit": git_commit(),
         "versions": versions(),
         "wall_time_s": _stage_times(ctx.root, timings),

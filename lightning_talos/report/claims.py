@@ -190,10 +190,12 @@ def _group(
     passes: Callable[[dict[str, Any]], bool],
     missing: str,
     unmatched: list[str] | None = None,
+    blocked: str | None = None,
 ) -> dict[str, Any]:
     """A test over every item: passes only when every item passes (None when there are none).
 
     ``unmatched`` names attacks or probes only one model has: shown, never silently dropped.
+    ``blocked`` (a reason) marks the test not evaluated although its items are shown.
     """
     for item in items.values():  # a NaN interval shows nothing, whatever the rule
         item["passes"] = all(math.isfinite(v) for v in item["ci95"]) and bool(passes(item))
@@ -201,9 +203,17 @@ def _group(
     if unmatched:
         group["unmatched"] = unmatched
     group["passes"] = all(i["passes"] for i in items.values()) if items else None
-    if not items:
-        group["missing"] = missing
+    if not items or blocked:
+        group["passes"] = None
+        group["missing"] = blocked or missing
     return group
+
+
+def _no_intervals(runs: list[dict[str, Any]], kind: str) -> str | None:
+    """Why one seed's ``kind`` numbers cannot be judged: their bootstrap was switched off."""
+    if len(runs) == 1 and _get(runs[0], "meta", "bootstrap", kind) == 0:
+        return f"{kind} intervals switched off ({kind}.bootstrap=0) on a single seed"
+    return None
 
 
 def _above_zero(item: dict[str, Any]) -> bool:
@@ -261,6 +271,7 @@ def _claim_membership(runs: list[dict[str, Any]]) -> dict[str, Any]:
         _above_zero,
         "no membership-inference results for both the supervised and the contrastive model",
         _unmatched(runs, "mia", "supervised", "contrastive"),
+        _no_intervals(runs, "mia"),
     )
     return _claim("1", runs, {"membership": group})
 
@@ -273,6 +284,7 @@ def _claim_attribute(runs: list[dict[str, Any]]) -> dict[str, Any]:
         _above_zero,
         "no attribute-inference results for both the contrastive and the supervised model",
         _unmatched(runs, "aia", "contrastive", "supervised"),
+        _no_intervals(runs, "aia"),
     )
     group["majority_baseline"] = _baselines(runs, ("supervised", "contrastive"))
     return _claim("2", runs, {"attribute": group})
@@ -285,6 +297,7 @@ def _claim_talos(runs: list[dict[str, Any]]) -> dict[str, Any]:
         _above_zero,
         "no attribute-inference results for both the contrastive and the Talos model",
         _unmatched(runs, "aia", "contrastive", "talos"),
+        _no_intervals(runs, "aia"),
     )
     attribute["majority_baseline"] = _baselines(runs, ("contrastive", "talos"))
     utility = _group(
@@ -300,6 +313,7 @@ def _claim_talos(runs: list[dict[str, Any]]) -> dict[str, Any]:
         lambda item: not _above_zero(item),
         "no membership-inference results for both the contrastive and the Talos model",
         _unmatched(runs, "mia", "talos", "contrastive"),
+        _no_intervals(runs, "mia"),
     )
     groups = {"attribute": attribute, "utility": utility, "membership": membership}
     return _claim("3", runs, groups)

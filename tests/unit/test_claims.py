@@ -320,3 +320,13 @@ def test_a_nan_number_shows_nothing_and_is_refused_by_validation() -> None:
     assert not r["claims"]["3"]["tests"]["membership"]["items"]["nn"]["passes"]
     assert r["claims"]["3"]["verdict"] == "does not hold"
     assert validate_results(r)[0] == "talos.mia.nn.acc must be a number"
+
+
+def test_one_seed_without_bootstrap_intervals_is_not_evaluated() -> None:
+    r = results()
+    r["meta"]["bootstrap"] = {"mia": 0, "aia": 1000}
+    verdicts = judge_claims(r)
+    assert verdicts["1"]["verdict"] == "not evaluated"
+    assert "mia.bootstrap=0" in verdicts["1"]["reason"]
+    assert verdicts["2"]["verdict"] == "holds"
+    assert verdicts["1"]["tests"]["membership"]["items"]["nn"]["passes"]  # still shown
