@@ -23,22 +23,23 @@ from lightning_talos.data.datamodule import as_float
 from lightning_talos.errors import UserError
 from lightning_talos.pipeline.context import RunContext
 from lightning_talos.pipeline.features import ModelSource, device
+from lightning_talos.pipeline.results import AIA_KEYS, MIA_KEYS
 from lightning_talos.pipeline.rundir import run_root
 from lightning_talos.pipeline.wandb_log import log_attack
+from lightning_talos.report.claims import encode_correct
 from lightning_talos.report.plots import plot_roc
-
-MIA_KEYS = ("acc", "balanced_acc", "auc", "advantage", "tpr_at_1pct_fpr", "tpr_at_0p1pct_fpr")
-AIA_KEYS = ("acc", "balanced_acc", "macro_f1")
 
 
 def accuracy(outputs: SplitOutputs) -> float:
     return float((outputs.logits.argmax(1) == outputs.labels).float().mean())
 
 
-def utility(outputs: ModelOutputs) -> dict[str, float]:
-    """Train (member) and test (non-member) accuracy and their gap, from eval-mode outputs."""
+def utility(outputs: ModelOutputs) -> dict[str, Any]:
+    """Train (member) and test (non-member) accuracy, their gap, and per-sample test correctness
+    (for the paired utility interval of claim 3), from eval-mode outputs."""
     train, test = accuracy(outputs.members), accuracy(outputs.nonmembers)
-    return {"train_acc": train, "test_acc": test, "gap": train - test}
+    test_correct = encode_correct(outputs.nonmembers.logits.argmax(1), outputs.nonmembers.labels)
+    return {"train_acc": train, "test_acc": test, "gap": train - test, "test_correct": test_correct}
 
 
 def _subset(indices: np.ndarray, n: int | None, seed: int) -> np.ndarray:

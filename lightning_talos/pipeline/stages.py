@@ -11,22 +11,40 @@ method name. A new stage or method is one file with its functions plus one ``reg
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
 from omegaconf import DictConfig
-from torch import nn
 
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline import attack, builders
-from lightning_talos.pipeline.context import RunContext
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+    from torch import nn
+
+    from lightning_talos.pipeline.context import RunContext
 
 ROLES = ("target", "shadow")
 
-Builder = Callable[[RunContext, str, Mapping[str, Path]], pl.LightningModule]
+Builder = Callable[["RunContext", str, Mapping[str, Path]], "pl.LightningModule"]
+
+
+def lazy(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported at its first call: the registry stays importable without torch
+    (the report and ``compare`` read it)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+_BUILDERS = "lightning_talos.pipeline.builders"
+_ATTACK = "lightning_talos.pipeline.attack"
 
 
 def _no_upstream(cfg: DictConfig) -> tuple[str, ...]:
@@ -277,7 +295,7 @@ register_train_stage(
         summary="SimCLR encoder (+ online linear probe on detached features) for one role",
         sections=("model", "simclr"),
         epochs_section="simclr",
-        build=builders.build_simclr,
+        build=lazy(_BUILDERS, "build_simclr"),
         data=_two_views,
     )
 )
@@ -287,7 +305,7 @@ register_train_stage(
         summary="Talos encoder: SimCLR + gradient-reversal adversary on the sensitive attribute",
         sections=("model", "simclr", "talos"),
         epochs_section="talos",
-        build=builders.build_talos,
+        build=lazy(_BUILDERS, "build_talos"),
         data=_talos_data,
         upstream=_pretrain_if_fine_tuned,
         needs_attribute=True,
@@ -300,9 +318,9 @@ register_train_stage(
         summary="linear layer on the frozen SimCLR encoder (the paper's contrastive model)",
         sections=("model", "linear"),
         epochs_section="linear",
-        build=builders.build_linear,
+        build=lazy(_BUILDERS, "build_linear"),
         upstream=lambda cfg: ("pretrain",),
-        load=builders.load_linear,
+        load=lazy(_BUILDERS, "load_linear"),
         extra="method=contrastive",
         reads="pretrain-ROLE",
     )
@@ -313,9 +331,9 @@ register_train_stage(
         summary="linear layer on the frozen Talos encoder",
         sections=("model", "linear"),
         epochs_section="linear",
-        build=builders.build_linear,
+        build=lazy(_BUILDERS, "build_linear"),
         upstream=lambda cfg: ("talos",),
-        load=builders.load_linear,
+        load=lazy(_BUILDERS, "load_linear"),
         command="linear",
         extra="method=talos",
         needs_attribute=True,
@@ -328,14 +346,16 @@ register_train_stage(
         summary="the supervised baseline: the same backbone + linear head trained end to end",
         sections=("model", "supervised"),
         epochs_section="supervised",
-        build=builders.build_supervised,
-        load=builders.load_supervised,
+        build=lazy(_BUILDERS, "build_supervised"),
+        load=lazy(_BUILDERS, "load_supervised"),
     )
 )
 
 #: The paper's three models, in the roles its claims give them: the supervised baseline, the
 #: contrastive model, and the defence (claims 1-3 compare them).
 PAPER_METHODS = ("supervised", "contrastive", "talos")
+#: The paper's two attack stages (membership, attribute inference), as its claims read them.
+PAPER_ATTACKS = ("mia", "aia")
 
 register_method(Method("supervised", "Supervised", model_stage="supervised"))
 register_method(Method("contrastive", "Contrastive", model_stage="linear"))
@@ -346,9 +366,9 @@ register_attack_stage(
         name="mia",
         summary="membership inference (NN, metric, label-only) calibrated on the shadow model",
         sections=("mia", "attacks"),
-        compute=attack.compute_mia,
-        summarize=attack.summarize_mia,
-        finish=attack.finish_mia,
+        compute=lazy(_ATTACK, "compute_mia"),
+        summarize=lazy(_ATTACK, "summarize_mia"),
+        finish=lazy(_ATTACK, "finish_mia"),
     )
 )
 register_attack_stage(
@@ -356,10 +376,10 @@ register_attack_stage(
         name="aia",
         summary="attribute inference: fresh probes on the target's embeddings",
         sections=("aia",),
-        compute=attack.compute_aia,
-        summarize=attack.summarize_aia,
+        compute=lazy(_ATTACK, "compute_aia"),
+        summarize=lazy(_ATTACK, "summarize_aia"),
         roles=("target",),
-        finish=attack.finish_aia,
+        finish=lazy(_ATTACK, "finish_aia"),
         needs_attribute=True,
     )
 )
