@@ -209,3 +209,23 @@ def test_tiny_args_fixture_composes(tiny_args: list[str], tmp_path: Path) -> Non
     assert cfg.trainer.max_epochs == 1 and cfg.simclr.max_epochs == 1
     assert cfg.logger.mode == "disabled"
     assert Path(cfg.run.dir).is_relative_to(tmp_path)
+
+
+def test_command_line_epochs_reach_every_stage() -> None:
+    cfg = compose(["experiment=synthetic_cpu", "trainer.max_epochs=1"])
+    assert cfg.trainer.max_epochs == 1
+    assert [cfg[s].max_epochs for s in ("simclr", "linear", "supervised", "talos")] == [None] * 4
+
+
+def test_a_stage_key_on_the_command_line_beats_trainer_epochs() -> None:
+    cfg = compose(["experiment=synthetic_cpu", "trainer.max_epochs=1", "simclr.max_epochs=3"])
+    assert cfg.simclr.max_epochs == 3
+    assert cfg.supervised.max_epochs is None  # falls back to the command line's 1
+
+
+def test_preset_stage_epochs_kept_without_command_line_epochs() -> None:
+    preset = compose(["experiment=synthetic_cpu"])
+    assert preset.simclr.max_epochs is not None
+    assert compose(["experiment=synthetic_cpu", "seed=3"]).simclr.max_epochs == (
+        preset.simclr.max_epochs
+    )
