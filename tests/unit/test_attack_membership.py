@@ -62,7 +62,7 @@ def test_metric_scores_direct_formulas_and_extremes() -> None:
     assert s["modified_entropy"][2] < s["modified_entropy"][0]  # confidently wrong: lowest
 
 
-def test_metric_attack_per_class_thresholds() -> None:
+def test_metric_attack_per_class_thresholds_and_raw_auc() -> None:
     # Class 0: members at confidence 0.9, non-members 0.7. Class 1: members 0.6, non-members 0.4.
     # No single global threshold separates them; per-class thresholds 0.8 and 0.5 do.
     members = _binary([0.9, 0.9, 0.6, 0.6], [0, 0, 1, 1])
@@ -70,8 +70,12 @@ def test_metric_attack_per_class_thresholds() -> None:
     shadow = _outputs(members, nonmembers)
     out = metric_attack(shadow, shadow, "confidence", n_bootstrap=20)
     assert out["thresholds"] == pytest.approx([0.8, 0.5], abs=1e-6)
-    assert out["acc"] == 1.0 and out["auc"] == 1.0
-    assert out["shadow"]["acc"] == 1.0
+    assert out["acc"] == 1.0 and out["shadow"]["acc"] == 1.0
+    # The ROC is that of the raw confidence: members .9 beat all four non-members, members .6
+    # beat only the two at .4, so AUC = (2 * 4 + 2 * 2) / 16 = 0.75 (the per-class margin
+    # score - threshold[class] separates perfectly: margin_auc 1.0, the old headline AUC).
+    assert out["auc"] == pytest.approx(0.75) and out["margin_auc"] == 1.0
+    assert out["tpr_at_1pct_fpr"] == 0.5  # the two members at .9 sit above every non-member
     # The same per-class structure with global threshold would cap accuracy at 0.75.
     scores = metric_scores(*_stack_pair(members, nonmembers))["confidence"]
     is_member = np.r_[np.ones(4), np.zeros(4)]
@@ -79,6 +83,39 @@ def test_metric_attack_per_class_thresholds() -> None:
     thresholds = fit_class_thresholds(scores, labels, is_member, 3)
     assert thresholds[0] != thresholds[1]
     assert thresholds[2] == best_threshold(scores, is_member)  # empty class: global fallback
+
+
+def test_correctness_attack_has_no_threshold() -> None:
+    # Confidence .9 = correctly classified, .2 = wrong. In the shadow's class 1, members are
+    # right half the time and non-members three times in four: a per-class threshold fitted
+    # there calls everyone of class 1 a member (balanced accuracy 1.0 > 0.75 for "correct").
+    shadow = _outputs(
+        _binary([0.9, 0.9, 0.9, 0.2], [0, 0, 1, 1]),
+        _binary([0.2, 0.2, 0.9, 0.9, 0.9, 0.2], [0, 0, 1, 1, 1, 1]),
+    )
+    target = _outputs(
+        _binary([0.9, 0.9, 0.2], [0, 0, 1]),
+        _binary([0.2, 0.2, 0.2, 0.2, 0.2], [0, 0, 1, 1, 1]),
+    )
+    out = metric_attack(shadow, target, "correctness", n_bootstrap=0)
+    # Member iff correct: 2 members right, 1 member missed, all 5 non-members right: 7/8.
+    # (Everyone-of-class-1 would have given (2 + 1 + 2 + 0) / 8 = 5/8.)
+    assert out["acc"] == pytest.approx(7 / 8)
+    assert out["balanced_acc"] == pytest.approx((2 / 3 + 1) / 2)
+    assert out["auc"] == pytest.approx(2 / 3 + 0.5 / 3)  # ROC of the 0/1 score, ties 1/2
+    assert "thresholds" not in out and "margin_auc" not in out
+    bits = metric_scores(*_stack_pair(*_pairs(shadow)))["correctness"]
+    is_member = np.r_[np.ones(4), np.zeros(6)]
+    labels = np.r_[0, 0, 1, 1, 0, 0, 1, 1, 1, 1]
+    assert fit_class_thresholds(bits, labels, is_member, 2)[1] == 0.0  # what the old code did
+
+
+def _pairs(outputs: ModelOutputs) -> tuple[tuple, tuple]:
+    """``(posteriors, labels)`` of members and of non-members."""
+    return tuple(
+        (split.posteriors.double().numpy(), split.labels.numpy())
+        for split in (outputs.members, outputs.nonmembers)
+    )  # type: ignore[return-value]
 
 
 def _stack_pair(a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +129,6 @@ def test_other_metrics_hand_case(metric: str) -> None:
     nonmembers = _binary([0.3, 0.3, 0.3, 0.3], [0, 0, 1, 1])
     out = metric_attack(_outputs(members, nonmembers), _outputs(members, nonmembers), metric)
     assert out["acc"] == 1.0 and out["auc"] == 1.0
-    if metric == "correctness":
-        assert out["thresholds"] == [0.5, 0.5]
 
 
 def test_metric_attack_survives_saturated_posteriors() -> None:
