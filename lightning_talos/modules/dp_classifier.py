@@ -64,7 +64,9 @@ class DPSupervisedClassifier(SupervisedClassifier):
         delta: Target delta; ``None`` means ``min(1 / (2 n), 1e-5)``.
         max_grad_norm: Per-sample clipping norm ``C``.
         accountant: ``rdp`` (Renyi DP, the conventional one) or ``prv`` (tighter, slower).
-        channels_last: Memory layout of the encoder.
+        channels_last: Accepted so the call matches :class:`SupervisedClassifier`, and
+            ignored: Opacus' per-sample convolution gradients are wrong in channels-last
+            layout, so this module always runs contiguous (recorded as False).
 
     Raises:
         ValueError: If a privacy setting is out of range or the budget is unreachable.
@@ -91,9 +93,13 @@ class DPSupervisedClassifier(SupervisedClassifier):
             stem=stem,
             num_classes=num_classes,
             optim=optim,
-            channels_last=channels_last,
+            channels_last=False,
         )
         self.save_hyperparameters()
+        # Opacus' convolution per-sample gradients come out wrong in channels-last layout
+        # (max error 0.6 against one-sample-at-a-time gradients, 3e-7 contiguous, measured on
+        # small_cnn), which would make the clipping bound the wrong thing: always contiguous.
+        self.hparams["channels_last"] = False
         if not 1 <= batch_size <= train_size:
             raise ValueError(f"need 1 <= batch_size <= train_size, got {batch_size}, {train_size}")
         if epochs < 1 or max_grad_norm <= 0:

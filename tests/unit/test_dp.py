@@ -142,9 +142,13 @@ def _batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return data.x, data.y
 
 
-def test_per_sample_gradients_equal_one_sample_at_a_time() -> None:
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_per_sample_gradients_equal_one_sample_at_a_time(channels_last: bool) -> None:
+    """Also with the configs' ``channels_last: true``, which the module must ignore: Opacus'
+    conv per-sample gradients are wrong in that layout."""
     torch.manual_seed(0)
-    module = dp_module()
+    module = dp_module(channels_last=channels_last)
+    assert module.hparams.channels_last is False
     module.train()
     optimizer = module.dp_optimizer()
     x, y = _batch(4, seed=3)
