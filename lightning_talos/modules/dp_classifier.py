@@ -202,6 +202,12 @@ class DPSupervisedClassifier(SupervisedClassifier):
         trainer = self.trainer
         if trainer.world_size > 1:
             raise UserError("dp_supervised trains on one device (trainer.devices=1)")
+        if str(trainer.precision) not in ("32-true", "32", "64-true", "64"):
+            # Per-sample norms computed in 16-bit can exceed the clipping bound slightly.
+            raise UserError(
+                f"dp_supervised needs full precision (trainer.precision=32-true), "
+                f"got {trainer.precision}"
+            )
         if trainer.accumulate_grad_batches != 1:
             raise UserError("dp_supervised cannot accumulate gradients over Poisson batches")
         if trainer.max_epochs is not None and trainer.max_epochs > self.hparams.epochs:

@@ -271,11 +271,17 @@ def test_more_epochs_than_calibrated_is_refused(tmp_path: Path) -> None:
         trainer(tmp_path, 3).fit(module, datamodule=dm)
 
 
-def test_gradient_accumulation_is_a_user_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [({"accumulate_grad_batches": 2}, "accumulate"), ({"precision": "bf16-mixed"}, "precision")],
+)
+def test_unsupported_trainer_settings_are_user_errors(
+    tmp_path: Path, setting: dict, message: str
+) -> None:
     module = dp_module()
     dm = PoissonDataModule(ToyData(), sample_rate=module.sample_rate)
-    with pytest.raises(UserError, match="accumulate"):
-        trainer(tmp_path, 2, accumulate_grad_batches=2).fit(module, datamodule=dm)
+    with pytest.raises(UserError, match=message):
+        trainer(tmp_path, 2, **setting).fit(module, datamodule=dm)
 
 
 # --- settings ------------------------------------------------------------------------------------
