@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytorch_lightning as pl
 from opacus.accountants import create_accountant
 from opacus.grad_sample import GradSampleHooks
 from opacus.optimizers import DPOptimizer
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 
 from lightning_talos.defences.dp import (
     ACCOUNTANTS,
+    PoissonDataModule,
     default_delta,
     noise_for_epsilon,
     steps_per_epoch,
@@ -173,6 +175,11 @@ class DPSupervisedClassifier(SupervisedClassifier):
         optimizer.attach_step_hook(self.accountant.get_optimizer_hook_fn(self.sample_rate))
         return optimizer
 
+    def wrap_datamodule(self, datamodule: pl.LightningDataModule) -> PoissonDataModule:
+        """``datamodule`` with Poisson training batches at this module's ``sample_rate`` (the
+        only training loader :meth:`on_train_start` accepts)."""
+        return PoissonDataModule(datamodule, sample_rate=self.sample_rate)
+
     def remove_dp_hooks(self) -> None:
         """Detach Opacus' hooks and per-sample state (e.g. before exporting the model)."""
         if self._hooks is not None:
@@ -227,9 +234,9 @@ class DPSupervisedClassifier(SupervisedClassifier):
         )
         if not ok:
             raise ValueError(
-                "DP-SGD needs Poisson batches at the accounted rate: wrap the datamodule in "
-                f"PoissonDataModule(dm, sample_rate={self.sample_rate}) over "
-                f"{self.hparams.train_size} samples"
+                "DP-SGD needs Poisson batches at the accounted rate: train on "
+                f"module.wrap_datamodule(dm) (sample rate {self.sample_rate} over "
+                f"{self.hparams.train_size} samples)"
             )
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

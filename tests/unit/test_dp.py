@@ -221,7 +221,8 @@ def test_empty_poisson_batch_is_a_noisy_counted_step() -> None:
 def test_tiny_run_records_the_accountants_epsilon(tmp_path: Path) -> None:
     torch.manual_seed(0)
     module = dp_module()
-    dm = PoissonDataModule(ToyData(), sample_rate=module.sample_rate)
+    dm = module.wrap_datamodule(ToyData())
+    assert isinstance(dm, PoissonDataModule) and dm.sample_rate == 0.25
     fit = trainer(tmp_path, 2)
     fit.fit(module, datamodule=dm)
     spent = module.privacy_spent()
@@ -260,7 +261,7 @@ def test_resume_keeps_counting_privacy(tmp_path: Path) -> None:
 
 
 def test_plain_loader_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="PoissonDataModule"):
+    with pytest.raises(ValueError, match="wrap_datamodule"):
         trainer(tmp_path, 1).fit(dp_module(), datamodule=ToyData())
 
 

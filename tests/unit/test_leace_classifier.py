@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from lightning_talos.data.datamodule import Sample
 from lightning_talos.defences.leace import ConceptEraser
+from lightning_talos.errors import UserError
 from lightning_talos.modules.leace_classifier import LeaceLinearClassifier
 
 OPTIM = {"name": "adam", "lr": 1e-2, "weight_decay": 0.0, "schedule": "constant"}
@@ -49,3 +50,27 @@ def test_embed_is_erased_and_training_reads_erased_features(tmp_path: Path) -> N
 def test_eraser_dimension_must_match() -> None:
     with pytest.raises(ValueError, match="128-d"):
         build().set_eraser(ConceptEraser(5))
+
+
+def test_fit_eraser_reads_the_loader_rows_through_the_encoder() -> None:
+    model = build()
+    images = torch.rand(30, 3, 8, 8)
+    attribute = torch.arange(30) % 3
+    loader = [
+        Sample(
+            torch.arange(i, i + 10),
+            images[i : i + 10],
+            attribute[i : i + 10],
+            attribute[i : i + 10],
+        )
+        for i in (0, 10, 20)
+    ]
+    eraser = model.fit_eraser(loader)
+    assert model.training  # mode restored
+    with torch.no_grad():
+        expected = ConceptEraser.fit(model.eval().encoder_embed(images), attribute)
+    torch.testing.assert_close(model.eraser.weight, expected.weight)
+    assert torch.equal(eraser.weight, model.eraser.weight)
+    no_attribute = [Sample(b.index, b.image, b.label, torch.full((10,), -1)) for b in loader]
+    with pytest.raises(UserError, match="sensitive attribute"):
+        model.fit_eraser(no_attribute)
