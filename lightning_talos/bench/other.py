@@ -169,7 +169,8 @@ def label_only(bench: Bench, model: SupervisedClassifier) -> dict[str, Any]:
         with stopwatch(dev) as t_hsj:
             boundary_distance(
                 model, images[:n_hsj], labels[:n_hsj], num_iterations=mia.hsj_iterations,
-                grad_samples=mia.hsj_grad_samples, seed=bench.cfg.seed,
+                grad_samples=mia.hsj_grad_samples, tolerance=mia.hsj_tolerance,
+                abs_tolerance=mia.hsj_abs_tolerance, seed=bench.cfg.seed,
             )  # fmt: skip
         with stopwatch(dev) as t_aug:
             augmentation_robustness(

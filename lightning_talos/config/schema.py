@@ -166,6 +166,7 @@ class TalosConfig:
     adversary_steps: int = 10
     lambda_schedule: LambdaSchedule = LambdaSchedule.dann
     adversary_lr: float = 3e-3
+    adversary_weight_decay: float = 0.0
     adversary_hidden: list[int] = field(default_factory=lambda: [64, 64])
     max_epochs: int | None = None
     # Start from this role's SimCLR encoder instead of from scratch (the paper trains from
@@ -227,9 +228,14 @@ class MIAConfig:
     nn_lr: float = 1e-3
     nn_batch_size: int = 256
     # Label-only attacks query the model; they run on a seeded subset of each quarter.
-    label_only_samples: int = 200
-    hsj_iterations: int = 3
-    hsj_grad_samples: int = 20
+    # The boundary search (HopSkipJump-style): the paper's setting is 500 + 500 samples, at
+    # least 7 iterations and about 100 gradient probes; each bisection stops at a relative
+    # bracket `hsj_tolerance` (null = HopSkipJump's d^-1.5) with an absolute L2 floor.
+    label_only_samples: int = 500
+    hsj_iterations: int = 7
+    hsj_grad_samples: int = 100
+    hsj_tolerance: float | None = None
+    hsj_abs_tolerance: float = 1e-5
     aug_n: int = 10
     aug_max_shift: int = 2
     aug_samples: int | None = None  # null = every sample of each quarter

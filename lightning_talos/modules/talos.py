@@ -53,6 +53,7 @@ class Talos(SimCLR):
         adversary_steps: extra D updates per encoder update (simultaneous schedule).
         lambda_schedule: ``constant`` or ``dann``.
         adversary_lr: Adam learning rate of D.
+        adversary_weight_decay: Adam weight decay of D.
         adversary_hidden: hidden sizes of D.
         **simclr: the settings of :class:`~lightning_talos.modules.simclr.SimCLR`.
     """
@@ -70,6 +71,7 @@ class Talos(SimCLR):
         adversary_steps: int,
         lambda_schedule: str,
         adversary_lr: float,
+        adversary_weight_decay: float,
         adversary_hidden: tuple[int, ...],
         **simclr: Any,
     ) -> None:
@@ -186,5 +188,9 @@ class Talos(SimCLR):
         # The encoder steps once per batch of its own passes only.
         steps = max(1, int(self.trainer.estimated_stepping_batches) // self.passes_per_epoch)
         encoder = configure_optim(self, groups, optim, total_steps=steps)
-        adversary = torch.optim.Adam(self.adversary.parameters(), lr=self.hparams.adversary_lr)
+        adversary = torch.optim.Adam(
+            self.adversary.parameters(),
+            lr=self.hparams.adversary_lr,
+            weight_decay=self.hparams.adversary_weight_decay,
+        )
         return [encoder["optimizer"], adversary], [encoder["lr_scheduler"]]

@@ -74,7 +74,8 @@ def _label_only(source: ModelSource, name: str) -> dict[str, Any]:
         def score(model: Any, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
             return boundary_distance(
                 model, x, y, num_iterations=mia.hsj_iterations,
-                grad_samples=mia.hsj_grad_samples, seed=ctx.cfg.seed,
+                grad_samples=mia.hsj_grad_samples, tolerance=mia.hsj_tolerance,
+                abs_tolerance=mia.hsj_abs_tolerance, seed=ctx.cfg.seed,
             )  # fmt: skip
 
         n = mia.label_only_samples

@@ -68,6 +68,7 @@ def talos_settings(ctx: RunContext) -> dict[str, Any]:
         "adversary_steps": t["adversary_steps"],
         "lambda_schedule": t["lambda_schedule"],
         "adversary_lr": t["adversary_lr"],
+        "adversary_weight_decay": t["adversary_weight_decay"],
         "adversary_hidden": tuple(t["adversary_hidden"]),
     }
 
