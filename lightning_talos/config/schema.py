@@ -54,9 +54,10 @@ class AugConfig:
     """SimCLR view augmentation (PAPER.md's list is the default)."""
 
     # batched: per-sample tensor augmentation inside the training step (on the accelerator);
-    # pil: torchvision on PIL images in the DataLoader workers. Default batched, measured by
-    # `make bench` on 2 CPU cores: 22-25x the images/s of PIL for the same operations, and a
-    # SimCLR epoch through the datamodule at 0.93-1.05 of model-only (PIL workers: 0.41).
+    # pil: torchvision on PIL images in the DataLoader workers. Default batched: the same
+    # operations on whole batches of tensors outrun per-image PIL by an order of magnitude, so
+    # the data path stops bounding a SimCLR epoch (`make bench`: aug_batched_vs_pil,
+    # datapath_vs_model; README "Speed").
     mode: AugMode = AugMode.batched
     crop_scale_min: float = 0.08
     crop_scale_max: float = 1.0
@@ -103,8 +104,7 @@ class DataConfig:
     batch_size: int = 512
     eval_batch_size: int = 512
     # 0: with batched augmentation the loader only slices uint8 tensors held in memory, so
-    # worker processes would add start-up and IPC for no work (data path >= 0.93 of model-only
-    # with 0 workers). Raise it for data.aug.mode=pil.
+    # worker processes would add start-up and IPC for no work. Raise it for data.aug.mode=pil.
     num_workers: int = 0
     aug: AugConfig = field(default_factory=AugConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -116,7 +116,7 @@ class ModelConfig:
     stem: Stem = Stem.imagenet
     proj_hidden_dim: int | None = None  # null = the embedding size d (PAPER.md)
     proj_dim: int = 256
-    # Every model preset measured faster in channels-last (configs/model/*.yaml).
+    # Convolutions run faster in channels-last on the CPUs and GPUs we use (README "Speed").
     channels_last: bool = True
 
 
@@ -156,9 +156,10 @@ class SupervisedConfig:
 
 @dataclass
 class TalosConfig:
-    # Defaults measured on the synthetic demo (README "Talos settings"): lambda 1 with 5
-    # adversary steps left a fresh probe at 1.00; lambda 10 with 10 adversary steps at lr 3e-3
-    # brought every probe down. The paper presets pin the released lambda=1, alternating.
+    # Defaults from the synthetic demo's measurements (README "Talos settings"): a weak GRL or
+    # few adversary steps leave the attribute readable by a fresh probe, so the defaults use a
+    # strong, DANN-ramped GRL with several adversary steps per encoder step. The paper presets
+    # pin the released lambda=1, alternating.
     lambda_: float = 10.0  # exposed as `talos.lambda` (renamed below: `lambda` is a keyword)
     location: AdversaryLocation = AdversaryLocation.embedding
     views: AdversaryViews = AdversaryViews.augmented
