@@ -194,6 +194,7 @@ def commands() -> dict[str, Command]:
         out[command] = Command(summary, _train(command), _train_help(command))
     for name, stage in REGISTRY.attack.items():
         out[name] = Command(stage.summary, _attack(name), _attack_help(name))
+    out["references"] = _references_command()
     out["audit"] = Command(
         "every stage for one dataset, then results.json and report.md",
         cmd_audit,
@@ -220,6 +221,16 @@ def commands() -> dict[str, Command]:
         _fixed("lightning-talos bench [key=value ...]\n  writes bench.json"),
     )
     return out
+
+
+def _references_command() -> Command:
+    from lightning_talos.pipeline import references
+
+    return Command(
+        references.SUMMARY,
+        lambda args: references.cmd_references(_compose(args)),
+        _fixed(references.HELP),
+    )
 
 
 def usage(table: dict[str, Command]) -> str:

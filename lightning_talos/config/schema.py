@@ -45,7 +45,13 @@ Precision = _choice("Precision", ("32-true", "32", "bf16-mixed", "16-mixed", "bf
 LoggerMode = _choice("LoggerMode", ("auto", "online", "offline", "disabled"))
 Resume = _choice("Resume", ("auto", "never"))
 Role = _choice("Role", ("target", "shadow"))
-MiaAttack = _choice("MiaAttack", ("nn", "metric", "label_only", "augmentation"))
+MiaAttack = _choice(
+    "MiaAttack", ("nn", "metric", "label_only", "augmentation", "lira", "rmia", "encoder")
+)
+#: The attacks run unless ``attacks=[...]`` says otherwise: the paper's. LiRA and RMIA train
+#: reference models (``mia.references`` per method), so they are asked for by name.
+PAPER_MIA_ATTACKS = ("nn", "metric", "label_only", "augmentation")
+ReferenceMode = _choice("ReferenceMode", ("offline", "online"))
 AiaProbe = _choice("AiaProbe", ("mlp", "logistic", "knn"))
 
 
@@ -241,6 +247,31 @@ class MIAConfig:
     aug_max_shift: int = 2
     aug_samples: int | None = None  # null = every sample of each quarter
     bootstrap: int = 1000
+    # Reference models of LiRA and RMIA (attacks=[...,lira,rmia]): how many per method, and
+    # their pool: offline = the attacker's data (shadow quarters), online = also the target's
+    # candidates. reference_seed draws the inclusion matrix (null = seed).
+    references: int = 4
+    reference_mode: ReferenceMode = ReferenceMode.offline
+    reference_seed: int | None = None
+    # LiRA queries: each example and its horizontal flip, shifted by these pixel offsets
+    # (reflect padding), averaged; one pooled variance below lira_global_variance_below
+    # references (Carlini et al.: per-example variances need about 64).
+    lira_flip: bool = True
+    lira_shifts: list[int] = field(default_factory=lambda: [0])
+    lira_global_variance_below: int = 64
+    # RMIA: likelihood-ratio threshold gamma, offline interpolation a, population size and
+    # softmax temperature (Zarifzadeh et al.'s defaults).
+    rmia_gamma: float = 2.0
+    rmia_a: float = 0.3
+    rmia_population: int = 1000
+    rmia_temperature: float = 1.0
+    # Encoder attacks (attacks=[...,encoder]): augmented views per image, the MLP on their
+    # sorted similarities, and a seeded subset per quarter (null = every sample).
+    encoder_views: int = 10
+    encoder_hidden: list[int] = field(default_factory=lambda: [32, 32])
+    encoder_epochs: int = 100
+    encoder_lr: float = 1e-3
+    encoder_samples: int | None = None
 
 
 @dataclass
@@ -259,7 +290,9 @@ class Config:
     seed: int = 0
     role: Role = Role.target
     method: str = "contrastive"
-    attacks: list[MiaAttack] = field(default_factory=lambda: list(MiaAttack))
+    attacks: list[MiaAttack] = field(
+        default_factory=lambda: [MiaAttack(a) for a in PAPER_MIA_ATTACKS]
+    )
     seeds: list[int] = field(default_factory=list)
     # Methods an audit covers (registered names; empty = the paper's).
     methods: list[str] = field(default_factory=list)

@@ -136,8 +136,10 @@ class TalosDataModule(pl.LightningDataModule):
         super().__init__()
         if use not in USES:
             raise ValueError(f"use must be one of {USES}, got {use!r}")
-        if role not in ("target", "shadow"):
-            raise ValueError(f"role must be target or shadow, got {role!r}")
+        try:  # target, shadow, or a role the splits define (reference models)
+            splits.members(role)
+        except AttributeError:
+            raise ValueError(f"role must be target or shadow, got {role!r}") from None
         self.data, self.pool, self.splits, self.role, self.use = data, pool, splits, role, use
         self.with_original = with_original
 

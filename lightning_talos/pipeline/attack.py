@@ -25,6 +25,7 @@ from lightning_talos.pipeline.context import RunContext
 from lightning_talos.pipeline.features import ModelSource, device
 from lightning_talos.pipeline.results import AIA_KEYS, MIA_KEYS
 from lightning_talos.pipeline.rundir import run_root
+from lightning_talos.pipeline.strong_attacks import STRONG_ATTACKS, strong_attacks
 from lightning_talos.pipeline.wandb_log import log_attack
 from lightning_talos.report.claims import encode_correct
 from lightning_talos.report.plots import plot_roc
@@ -107,8 +108,9 @@ def compute_mia(ctx: RunContext, source: ModelSource) -> dict[str, Any]:
                 attacks[f"metric_{metric}"] = metric_attack(
                     shadow, target, metric, n_bootstrap=cfg.mia.bootstrap, seed=cfg.seed
                 )
-        else:
+        elif name not in STRONG_ATTACKS:  # those share caches: computed together below
             attacks[name] = _label_only(source, name)
+    attacks.update(strong_attacks(ctx, source))
     return {
         "method": source.method,
         "target": utility(target),

@@ -41,7 +41,8 @@ def attack_inputs(ctx: RunContext, stage: AttackStage, method: Method) -> dict[s
         UserError: when one has not finished, naming the command that trains it.
     """
     source = model_source(ctx, method)
-    return {source.folder(r).name: source.manifest(r)["completion_id"] for r in stage.roles}
+    roles = stage.all_roles(ctx.cfg)
+    return {source.folder(r).name: source.manifest(r)["completion_id"] for r in roles}
 
 
 def run_attack_stage(ctx: RunContext, stage: AttackStage, method: Method) -> Path:

@@ -26,6 +26,7 @@ from lightning_talos.pipeline.stages import (
     Method,
     TrainStage,
     audited_methods,
+    train_stage,
     upstream_closure,
 )
 from lightning_talos.pipeline.training import (
@@ -66,7 +67,13 @@ def graph(cfg: DictConfig, with_attribute: bool) -> list[Node]:
         if attack.needs_attribute and not with_attribute:
             continue
         for method in methods:
-            deps = tuple(nodes[f"{method.model_stage}-{r}"] for r in attack.roles)
+            for role in attack.more_roles(cfg):  # e.g. reference models: the model's stages
+                for name in upstream_closure(cfg, method.model_stage):
+                    deps = tuple(nodes[f"{u}-{role}"] for u in train_stage(name).upstream(cfg))
+                    node = Node(train_stage(name), role, deps=deps)
+                    nodes.setdefault(node.name, node)
+            roles = attack.all_roles(cfg)
+            deps = tuple(nodes[f"{method.model_stage}-{r}"] for r in roles)
             nodes[f"{attack.name}-{method.name}"] = Node(attack, method.name, method, deps)
     return list(nodes.values())
 

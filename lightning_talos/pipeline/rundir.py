@@ -23,6 +23,10 @@ RUNTIME_KEYS = (
     "data.verify_checksums",
     "data.eval_batch_size",
 )
+#: Keys whose effect a stage's inputs already record: the number of reference models (their
+#: completion ids are inputs of the attacks that read them), so raising it re-runs those
+#: attacks on the new references instead of refusing the run.
+INPUT_KEYS = ("mia.references",)
 
 
 def run_root(cfg: DictConfig) -> Path:
@@ -37,9 +41,9 @@ def stage_config(cfg: DictConfig, sections: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {"seed": full["seed"], "data": full["data"]}
     for section in sections:
         out[section] = full[section]
-    for key in RUNTIME_KEYS:
+    for key in (*RUNTIME_KEYS, *INPUT_KEYS):
         section, leaf = key.split(".")
-        out[section].pop(leaf, None)
+        out.get(section, {}).pop(leaf, None)
     for section in out.values():
         if isinstance(section, dict):
             section.pop("max_epochs", None)

@@ -45,9 +45,14 @@ def lazy(module: str, name: str) -> Callable[..., Any]:
 
 _BUILDERS = "lightning_talos.pipeline.builders"
 _ATTACK = "lightning_talos.pipeline.attack"
+_REFERENCES = "lightning_talos.pipeline.references"
 
 
 def _no_upstream(cfg: DictConfig) -> tuple[str, ...]:
+    return ()
+
+
+def _no_roles(cfg: DictConfig) -> tuple[str, ...]:
     return ()
 
 
@@ -113,6 +118,9 @@ class AttackStage:
         roles: roles of the method's model it reads.
         finish: figures and W&B logging after the result is written (``cfg, folder, result``).
         needs_attribute: the dataset must have a sensitive attribute.
+        more_roles: further roles of the method's model it reads, from the config (e.g. the
+            reference models ``ref-<j>``); the audit trains them with the model's upstream
+            stages, and their completion ids are inputs of the attack.
     """
 
     name: str
@@ -123,10 +131,32 @@ class AttackStage:
     roles: tuple[str, ...] = ROLES
     finish: Callable[[DictConfig, Path, dict[str, Any]], None] | None = None
     needs_attribute: bool = False
+    more_roles: Callable[[DictConfig], tuple[str, ...]] = _no_roles
 
     @property
     def output(self) -> str:
         return f"{self.name}.json"
+
+    def all_roles(self, cfg: DictConfig) -> tuple[str, ...]:
+        """``roles`` and the ``more_roles`` the config asks for."""
+        return (*self.roles, *self.more_roles(cfg))
+
+
+@dataclass(frozen=True)
+class RoleFamily:
+    """Training roles beyond target and shadow, named ``<prefix>-<j>`` (e.g. reference models).
+
+    A stage trained for such a role is an ordinary stage run in ``<stage>-<prefix>-<j>/``
+    whose data (members to train on, non-members to validate on) comes from ``data``.
+
+    Args:
+        prefix: the roles' name prefix.
+        data: ``(run, role) -> splits`` with ``members(role)``, ``nonmembers(role)`` and
+            ``hash`` (recorded among the stage's inputs, so other data re-trains it).
+    """
+
+    prefix: str
+    data: Callable[[RunContext, str], Any]
 
 
 @dataclass(frozen=True)
@@ -155,9 +185,23 @@ class Registry:
     train: dict[str, TrainStage] = field(default_factory=dict)
     attack: dict[str, AttackStage] = field(default_factory=dict)
     methods: dict[str, Method] = field(default_factory=dict)
+    roles: dict[str, RoleFamily] = field(default_factory=dict)
 
 
 REGISTRY = Registry()
+
+
+def register_role_family(family: RoleFamily) -> RoleFamily:
+    """Add (or replace) a family of extra training roles."""
+    REGISTRY.roles[family.prefix] = family
+    return family
+
+
+def role_family(role: str) -> RoleFamily | None:
+    """The family of an extra training role (``None`` for target and shadow)."""
+    prefix, _, rest = role.rpartition("-")
+    family = REGISTRY.roles.get(prefix)
+    return family if family is not None and rest.isdigit() else None
 
 
 def register_train_stage(stage: TrainStage) -> TrainStage:
@@ -369,6 +413,7 @@ register_attack_stage(
         compute=lazy(_ATTACK, "compute_mia"),
         summarize=lazy(_ATTACK, "summarize_mia"),
         finish=lazy(_ATTACK, "finish_mia"),
+        more_roles=lazy(_REFERENCES, "reference_roles"),
     )
 )
 register_attack_stage(
@@ -383,3 +428,7 @@ register_attack_stage(
         needs_attribute=True,
     )
 )
+
+#: Reference models of LiRA and RMIA: roles ``ref-<j>`` trained on halves of a pool
+#: (``pipeline/references.py``).
+register_role_family(RoleFamily("ref", lazy(_REFERENCES, "reference_splits")))

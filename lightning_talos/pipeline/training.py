@@ -24,7 +24,7 @@ from lightning_talos.pipeline.rundir import (
     stage_config,
     write_json,
 )
-from lightning_talos.pipeline.stages import TrainStage, train_stage
+from lightning_talos.pipeline.stages import TrainStage, role_family, train_stage
 from lightning_talos.pipeline.trainer import build_logger, build_trainer, new_wandb_id
 
 
@@ -54,7 +54,15 @@ def upstream_inputs(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, 
     for name, folder in upstream_dirs(ctx, stage, role).items():
         rebuild = train_stage(name).rebuild(ctx.cfg, role)
         inputs[folder.name] = require_done(folder, rebuild)["completion_id"]
+    if role_family(role) is not None:  # an extra role: the data it trains on is an input too
+        inputs[f"data-{role}"] = role_splits(ctx, role).hash
     return inputs
+
+
+def role_splits(ctx: RunContext, role: str) -> Any:
+    """What a model of ``role`` trains on: the run's splits, or its role family's data."""
+    family = role_family(role)
+    return ctx.splits if family is None else family.data(ctx, role)
 
 
 def check_attribute(ctx: RunContext, stage_name: str, needs_attribute: bool) -> None:
@@ -129,7 +137,7 @@ def _fit(
     stage_dir = ctx.stage_dir(stage.name, role)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = stage.build(ctx, role, upstream_dirs(ctx, stage, role))
-    dm = TalosDataModule(cfg.data, ctx.pool, ctx.splits, role=role, **stage.data(cfg))
+    dm = TalosDataModule(cfg.data, ctx.pool, role_splits(ctx, role), role=role, **stage.data(cfg))
     passes = getattr(module, "passes_per_epoch", 1)
     strategy = None
     if getattr(module, "has_unused_parameters", False) and str(cfg.trainer.strategy).startswith(

@@ -19,6 +19,7 @@ from lightning_talos.pipeline.stages import (
     method_names,
 )
 from lightning_talos.report.plots import plot_aia_bars, plot_roc, plot_tradeoff
+from lightning_talos.report.stronger import stronger_attacks_section
 
 _, _, DEFENCE = PAPER_METHODS
 MIA, AIA = PAPER_ATTACKS
@@ -257,7 +258,9 @@ def write_report(root: Path) -> Path:
     """Write ``report.md`` and its figures beside ``results.json``; returns the report path."""
     results = load_results(root)
     path = root / "report.md"
-    path.write_text(render(results, figures(results, root)))
+    path.write_text(
+        render(results, figures(results, root)) + stronger_attacks_section(results, root)
+    )
     return path
 
 

@@ -1,0 +1,94 @@
+"""A tiny audit with LiRA, RMIA and the encoder attacks; raising K trains only new references."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lightning_talos.cli import main
+from lightning_talos.config.load import compose
+from lightning_talos.pipeline.audit import graph, plan
+from lightning_talos.pipeline.context import RunContext
+from lightning_talos.pipeline.references import ENCODER_ENTRIES, PLAN_FILE
+from lightning_talos.pipeline.results import validate_results
+from tests.conftest import TINY_ARGS
+
+TINY = [
+    *TINY_ARGS,
+    "attacks=[metric,lira,rmia,encoder]",
+    "mia.references=3",  # the fewest LiRA fits a variance with
+    "mia.encoder_views=3",
+    "mia.encoder_epochs=2",
+    "mia.rmia_population=16",
+    "run.name=refs",
+]
+STRONG = ("lira", "rmia")
+
+
+@pytest.fixture(scope="module")
+def audit_args(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """One finished tiny audit with three references per method."""
+    root = tmp_path_factory.mktemp("refs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "disabled")
+        mp.setenv("HOME", str(root))
+        args = [*TINY, f"run.dir={root}"]
+        assert main(["audit", *args]) == 0
+        yield args
+
+
+def _root(args: list[str]) -> Path:
+    return RunContext(compose(args)).root
+
+
+def _ids(root: Path) -> dict[str, str]:
+    return {
+        p.parent.name: json.loads(p.read_text())["completion_id"]
+        for p in root.glob("*/manifest.json")
+    }
+
+
+def test_audit_writes_every_stronger_attack_and_the_report_section(
+    audit_args: list[str],
+) -> None:
+    root = _root(audit_args)
+    results = json.loads((root / "results.json").read_text())
+    assert validate_results(results) == []
+    for method in ("supervised", "contrastive", "talos"):
+        mia = results[method]["mia"]
+        assert set(STRONG) <= set(mia)
+        assert (set(ENCODER_ENTRIES) <= set(mia)) == (method != "supervised")
+        for name in (*STRONG, *ENCODER_ENTRIES):
+            if name in mia:  # scored on both target quarters, with a ROC
+                assert mia[name]["n_members"] == mia[name]["n_nonmembers"] == 64
+                assert len(mia[name]["roc"]["fpr"]) == len(mia[name]["roc"]["tpr"]) >= 2
+    raw = json.loads((root / "mia-contrastive" / "mia.json").read_text())["attacks"]
+    assert raw["lira"]["references"] == 3 and raw["lira"]["threshold_from"] == "shadow"
+    assert raw["rmia"]["population"] == 16
+    nodes = {n.name for n in graph(compose(audit_args), with_attribute=True)}
+    assert set(_ids(root)) == nodes  # every reference stage ran as a stage of the audit
+    report = (root / "report.md").read_text()
+    section = report.split("## Claim 1 under stronger attacks")[1]
+    assert "| LiRA | lira |" in section and "| Encoder-level | encoder_lira |" in section
+    assert "- **RMIA**: " in section and (root / "roc_stronger.png").is_file()
+
+
+def test_raising_k_trains_only_the_new_references(audit_args: list[str]) -> None:
+    root = _root(audit_args)
+    before = _ids(root)
+    rows = json.loads((root / PLAN_FILE).read_text())["inclusion"]
+    more = [*audit_args, "mia.references=4"]
+    assert main(["references", "method=supervised", *more]) == 0
+    after = _ids(root)
+    assert set(after) - set(before) == {"supervised-ref-3"}
+    assert all(after[name] == before[name] for name in before)  # nothing re-trained
+    grown = json.loads((root / PLAN_FILE).read_text())["inclusion"]
+    assert grown[:3] == rows and len(grown) == 4  # the plan was extended, never re-drawn
+    cfg = compose(more)
+    actions = {n.name: a for n, a in plan(RunContext(cfg), graph(cfg, with_attribute=True)).items()}
+    assert actions["supervised-ref-3"] == "done" and actions["linear-ref-3"] == "fresh"
+    assert actions["mia-supervised"] == "fresh"  # a new reference is a new input of the attack
+    assert actions["linear-ref-0"] == actions["supervised-ref-2"] == "done"
