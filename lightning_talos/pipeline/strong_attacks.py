@@ -45,6 +45,7 @@ from lightning_talos.pipeline.features import ModelSource, device
 from lightning_talos.pipeline.references import (
     ENCODER_ATTACK,
     ENCODER_ENTRIES,
+    LIRA_MIN_REFERENCES,
     REFERENCE_ATTACKS,
     reference_roles,
     run_plan,
@@ -224,7 +225,8 @@ def query_cache(source: ModelSource, role: str, index: np.ndarray) -> torch.Tens
 def encoder_entries(
     ctx: RunContext, source: ModelSource, plan: ReferencePlan | None, roles: tuple[str, ...]
 ) -> dict[str, Any]:
-    """``encoder_similarity``, ``encoder_classifier`` and, with references, ``encoder_lira``."""
+    """``encoder_similarity``, ``encoder_classifier`` and, with at least as many references as
+    LiRA needs, ``encoder_lira``."""
     cfg, mia = ctx.cfg, ctx.cfg.mia
     cands = candidates(ctx, mia.encoder_samples)
     feats = {r: views_cache(source, r, cands.index) for r in ("target", "shadow", *roles)}
@@ -236,7 +238,7 @@ def encoder_entries(
     )  # fmt: skip
     similarity, classifier, lira = ENCODER_ENTRIES
     out = {similarity: found["similarity"], classifier: found["classifier"]}
-    if plan is not None and roles:
+    if plan is not None and len(roles) >= LIRA_MIN_REFERENCES:  # (rmia runs from one)
         score = {r: similarity_score(f) for r, f in feats.items()}
         refs = np.stack([score[r] for r in roles])
         incl = plan.inclusion_of(cands.index)
