@@ -111,9 +111,14 @@ def cmd_audit(args: list[str]) -> None:
 
 def cmd_report(args: list[str]) -> None:
     from lightning_talos.pipeline.rundir import run_root
-    from lightning_talos.report.report import write_report
+    from lightning_talos.report.readme import write_readme
+    from lightning_talos.report.report import load_results, write_report
 
-    print(write_report(run_root(_compose(args))))
+    readme = [a.split("=", 1)[1] for a in args if a.startswith("--readme=")]
+    root = run_root(_compose([a for a in args if not a.startswith("--readme=")]))
+    print(write_report(root))
+    if readme:
+        print(write_readme(Path(readme[0]), load_results(root)))
 
 
 def cmd_compare(args: list[str]) -> None:
@@ -206,7 +211,11 @@ def commands() -> dict[str, Command]:
     out["report"] = Command(
         "report.md and figures from a run's results.json",
         cmd_report,
-        _fixed("lightning-talos report [key=value ...]\n  writes <run>/report.md and figures"),
+        _fixed(
+            "lightning-talos report [--readme=README.md] [key=value ...]\n"
+            "  writes <run>/report.md and figures; --readme also writes the run's table,\n"
+            "  verdicts, commit and machine into the README's demo block"
+        ),
     )
     out["compare"] = Command(
         "headline numbers of several runs side by side",

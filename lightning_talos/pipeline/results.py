@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline.rundir import git_commit, read_manifest, versions
+from lightning_talos.pipeline.rundir import git_commit, machine_info, read_manifest, versions
 from lightning_talos.pipeline.stages import PAPER_ATTACKS, REGISTRY, method_names
 from lightning_talos.report.claims import claim_problems, decode_correct, judge_claims
 
@@ -70,6 +70,7 @@ def build_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any]:
         "bootstrap": {MIA: cfg.mia.bootstrap, AIA: cfg.aia.bootstrap},
         "git_commit": git_commit(),
         "versions": versions(),
+        "machine": machine_info(),
         "wall_time_s": _stage_times(ctx.root, timings),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
