@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from lightning_talos.config.checks import check_config
 from lightning_talos.config.schema import CHOICES, LIST_CHOICES, Config
 from lightning_talos.errors import UserError
 
@@ -131,11 +132,12 @@ def compose(args: Iterable[str] = ()) -> DictConfig:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check the fixed-choice settings.
+    """Check the fixed-choice settings, then values (``config/checks.py``).
 
     Raises:
         UserError: naming the key and the valid choices.
     """
+    check_config(cfg)
     for key, choices in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if str(value) not in choices:
