@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lightning_talos.errors import UserError
+from lightning_talos.interrupts import SignalInterruptError, cli_signals, resume_line
 
 USAGE = """usage: lightning-talos COMMAND [--dry-run] [key=value ...] [experiment=NAME]
 
@@ -153,12 +154,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _quiet()
     try:
-        COMMANDS[command](args)
+        with cli_signals():
+            COMMANDS[command](args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except SignalInterruptError as err:  # SIGTERM, or Ctrl-C in training: checkpoint saved
+        print(resume_line(err, argv), file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume", file=sys.stderr)
+        print(resume_line(None, argv), file=sys.stderr)
         return 130
     return 0
 

@@ -24,6 +24,7 @@ from lightning_talos.data.datamodule import as_float
 from lightning_talos.errors import UserError
 from lightning_talos.pipeline.context import MODEL_STAGE, RunContext
 from lightning_talos.pipeline.features import device, load_classifier, model_outputs
+from lightning_talos.pipeline.provenance import check_attack_models
 from lightning_talos.pipeline.rundir import (
     check_reusable,
     new_manifest,
@@ -61,6 +62,7 @@ def run_attack_stage(
     path = out_dir / f"{kind}.json"
     config = stage_config(ctx.cfg, kind)
     inputs = attack_inputs(ctx, kind)
+    check_attack_models(ctx, kind)  # settings and readable checkpoints of every model read
     manifest = read_manifest(out_dir)
     if manifest is not None and ctx.cfg.run.resume != "never":
         check_reusable(manifest, config, out_dir)

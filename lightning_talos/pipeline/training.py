@@ -20,7 +20,9 @@ from lightning_talos.errors import UserError
 from lightning_talos.modules.classifier import LinearClassifier, SupervisedClassifier
 from lightning_talos.modules.simclr import SimCLR
 from lightning_talos.modules.talos import Talos
+from lightning_talos.pipeline.checkpoints import LAST, Progress, resume_checkpoint
 from lightning_talos.pipeline.context import RunContext
+from lightning_talos.pipeline.provenance import check_upstream, rebuild_command
 from lightning_talos.pipeline.rundir import (
     check_reusable,
     new_manifest,
@@ -29,6 +31,7 @@ from lightning_talos.pipeline.rundir import (
     stage_config,
     write_json,
 )
+from lightning_talos.pipeline.signals import stop_on_signal
 from lightning_talos.pipeline.trainer import build_logger, build_trainer, new_wandb_id
 
 
@@ -225,6 +228,7 @@ def train_stage(ctx: RunContext, stage: str, role: str) -> dict[str, Any]:
     stage_dir = ctx.stage_dir(stage, role)
     config = stage_config(cfg, stage)
     inputs = upstream_inputs(ctx, stage, role)
+    check_upstream(ctx, stage, role)
     epochs = stage_epochs(ctx, stage)
     manifest = read_manifest(stage_dir)
     action = decide(
@@ -239,6 +243,9 @@ def train_stage(ctx: RunContext, stage: str, role: str) -> dict[str, Any]:
     if action == "done":
         print(f"[{stage}-{role}] already done ({epochs} epochs) in {stage_dir}")
         return manifest  # type: ignore[return-value]
+    # read before the manifest is touched: a corrupt checkpoint stops here, one line
+    rebuild = rebuild_command(cfg, stage, role)
+    start = resume_checkpoint(stage_dir, rebuild=rebuild) if action == "resume" else None
     if action == "fresh" and stage_dir.exists() and is_rank_zero():
         shutil.rmtree(stage_dir)
     wandb_id = manifest["wandb_id"] if action == "resume" and manifest else new_wandb_id()
@@ -255,7 +262,7 @@ def train_stage(ctx: RunContext, stage: str, role: str) -> dict[str, Any]:
     if is_rank_zero():
         save_config(cfg, stage_dir)
         write_json(stage_dir / "manifest.json", manifest)
-    metrics = _fit(ctx, stage, role, stage_dir, epochs, wandb_id, resume=action == "resume")
+    metrics = _fit(ctx, stage, role, stage_dir, epochs, wandb_id, start=start)
     manifest["epochs_completed"] = metrics["epochs"]
     manifest["wall_time_s"] = round(time.time() - started, 2)
     manifest["status"] = "fast_dev_run" if cfg.trainer.fast_dev_run else "done"
@@ -274,7 +281,7 @@ def _fit(
     epochs: int,
     wandb_id: str,
     *,
-    resume: bool,
+    start: tuple[Path, Progress] | None,
 ) -> dict[str, Any]:
     cfg = ctx.cfg
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -299,12 +306,12 @@ def _fit(
         logger=logger,
         strategy=strategy,
     )
-    last = stage_dir / "checkpoints" / "last.ckpt"
-    ckpt = last if resume and last.is_file() else None
-    resumed_from = _checkpoint_epochs(ckpt) if ckpt else None
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
-        results = trainer.validate(module, datamodule=dm, verbose=False)
+    ckpt, resumed = start or (None, None)
+    manifest_path, last = stage_dir / "manifest.json", stage_dir / LAST
+    try:  # SIGTERM / Ctrl-C: last.ckpt saved, manifest `interrupted`, exit 143 / 130
+        with stop_on_signal(trainer, manifest_path=manifest_path, checkpoint=last):
+            trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+            results = trainer.validate(module, datamodule=dm, verbose=False)
     finally:
         if logger:
             logger.experiment.finish()
@@ -312,12 +319,7 @@ def _fit(
     for block in results:
         merged.update({k.split("/dataloader_idx")[0]: float(v) for k, v in block.items()})
     merged["epochs"] = trainer.current_epoch // (2 if alternating else 1)
-    merged["resumed_from_epoch"] = resumed_from
+    merged["resumed_from_epoch"] = resumed.epochs if resumed else None
+    merged["resumed_from_step"] = resumed.global_step if resumed else None
     merged["global_step"] = int(trainer.global_step)
     return merged
-
-
-def _checkpoint_epochs(path: Path) -> int:
-    """Completed epochs recorded in a Lightning checkpoint (memory-mapped, weights not read)."""
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
