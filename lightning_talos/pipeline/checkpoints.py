@@ -11,6 +11,7 @@ so a kill during a write leaves the previous file.
 from __future__ import annotations
 
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,16 @@ class LastCheckpoint(Checkpoint):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.save(trainer)
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer)
+        # Lightning's SLURM requeue saves (SIGUSR1) are superseded by the final last.ckpt; left
+        # in place, a later `trainer.validate(model)` on SLURM would load the oldest weights
+        # from them (ckpt_path=None means "hpc" there when such a file exists).
+        if trainer.is_global_zero:
+            for path in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"):
+                path.unlink(missing_ok=True)
+        trainer.strategy.barrier("lightning_talos.hpc_cleanup")
+
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
@@ -120,6 +131,11 @@ def read_progress(path: Path, *, rebuild: str) -> Progress:
     Raises:
         UserError: one line naming the file and ``rebuild`` when it is unreadable.
     """
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip; its index is at the end
+        raise UserError(
+            f"corrupt checkpoint {path} (truncated, or not a PyTorch checkpoint); "
+            f"rebuild it: {rebuild}"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         epoch = state["loops"]["fit_loop"]["epoch_progress"]["current"]

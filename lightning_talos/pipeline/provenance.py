@@ -24,7 +24,7 @@ def rebuild_command(cfg: DictConfig, stage: str, role: str) -> str:
 
     return (
         f"lightning-talos {TRAIN_STAGES[stage].command} role={role} run.dir={cfg.run.dir} "
-        f"run.name={cfg.run.name} run.resume=never (with the same settings)"
+        f"run.name={cfg.run.name} run.resume=never (plus this command's other settings)"
     )
 
 
@@ -60,7 +60,8 @@ def check_stage(ctx: RunContext, stage: str, role: str) -> None:
     if diff:
         raise UserError(
             f"upstream {folder} was made with other settings (differs in: {', '.join(diff)}); "
-            f"use the settings it was made with, a new run.name, or retrain it: {rebuild}"
+            f"use the settings it was made with, a new run.name, or retrain it with these: "
+            f"{rebuild}"
         )
     wanted, done = stage_epochs(ctx, stage), manifest.get("epochs_completed", 0)
     if manifest.get("status") == "done" and done < wanted:
