@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lightning_talos.errors import UserError
+from lightning_talos.interrupts import SignalInterruptError, cli_signals, resume_line
 
 USAGE = """usage: lightning-talos COMMAND [--help|--print-config] [experiment=NAME] [key=value ...]
 
@@ -257,12 +258,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             rest = [a for a in args if a not in ("--print-config", "--dry-run")]
             print(OmegaConf.to_yaml(_compose(rest), resolve=True), end="")
         else:
-            table[command].run(args)
+            with cli_signals():
+                table[command].run(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except SignalInterruptError as err:  # SIGTERM, or Ctrl-C in training: checkpoint saved
+        print(resume_line(err, argv), file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume", file=sys.stderr)
+        print(resume_line(None, argv), file=sys.stderr)
         return 130
     return 0
 

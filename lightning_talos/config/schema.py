@@ -202,6 +202,9 @@ class TrainerConfig:
     fast_dev_run: bool = False
     deterministic: bool = False
     enable_progress_bar: bool = True
+    # last.ckpt is written every epoch; also every N optimizer steps / N minutes (null = off).
+    checkpoint_every_n_steps: int | None = None
+    checkpoint_every_minutes: float | None = None
 
 
 @dataclass

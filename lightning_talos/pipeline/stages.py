@@ -91,6 +91,11 @@ class TrainStage:
     needs_attribute: bool = False
     reads: str = ""
 
+    def epochs(self, cfg: DictConfig) -> int:
+        """Epochs of the stage: its own ``max_epochs``, else ``trainer.max_epochs``."""
+        own = cfg[self.epochs_section].max_epochs
+        return int(cfg.trainer.max_epochs if own is None else own)
+
     def rebuild(self, cfg: DictConfig, role: str) -> str:
         """The command line that (re)trains this stage for ``role`` in the same run."""
         extra = f" {self.extra}" if self.extra else ""
