@@ -52,8 +52,11 @@ def _quiet() -> None:
 
 def _compose(args: Sequence[str]):  # noqa: ANN202 (DictConfig; imported lazily for a fast --help)
     from lightning_talos.config.load import compose
+    from lightning_talos.pipeline.stages import register_variants
 
-    return compose(args)
+    cfg = compose(args)
+    register_variants(cfg)  # e.g. one DP-SGD method per dp.epsilon value
+    return cfg
 
 
 def cmd_data(args: list[str]) -> None:

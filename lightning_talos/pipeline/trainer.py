@@ -95,10 +95,12 @@ def build_trainer(
     max_epochs: int,
     logger: Any,
     strategy: str | None = None,
+    precision: str | None = None,
 ) -> pl.Trainer:
     """A Trainer writing ``<stage_dir>/checkpoints/last.ckpt`` atomically: every epoch, every
     ``trainer.checkpoint_every_n_steps`` steps / ``trainer.checkpoint_every_minutes`` minutes,
-    and when SIGTERM or Ctrl-C stops it (see ``pipeline/signals.py``)."""
+    and when SIGTERM or Ctrl-C stops it (see ``pipeline/signals.py``). ``strategy`` and
+    ``precision`` override ``trainer.*`` for a stage that needs its own."""
     t = cfg.trainer
     checkpoint = LastCheckpoint(
         stage_dir / LAST,
@@ -115,7 +117,7 @@ def build_trainer(
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=strategy or t.strategy,
-        precision=t.precision,
+        precision=precision or t.precision,
         sync_batchnorm=t.sync_batchnorm,
         log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.check_val_every_n_epoch,

@@ -130,6 +130,8 @@ def _fit(
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = stage.build(ctx, role, upstream_dirs(ctx, stage, role))
     dm = TalosDataModule(cfg.data, ctx.pool, ctx.splits, role=role, **stage.data(cfg))
+    if hasattr(module, "wrap_datamodule"):  # e.g. DP-SGD's Poisson sampling
+        dm = module.wrap_datamodule(dm)
     passes = getattr(module, "passes_per_epoch", 1)
     strategy = None
     if getattr(module, "has_unused_parameters", False) and str(cfg.trainer.strategy).startswith(
@@ -139,7 +141,12 @@ def _fit(
     tags = [str(cfg.data.name), str(cfg.model.backbone), stage.name, role]
     logger = build_logger(cfg, name=stage_dir.name, wandb_id=wandb_id, save_dir=ctx.root, tags=tags)
     trainer = build_trainer(
-        cfg, stage_dir=stage_dir, max_epochs=epochs * passes, logger=logger, strategy=strategy
+        cfg,
+        stage_dir=stage_dir,
+        max_epochs=epochs * passes,
+        logger=logger,
+        strategy=strategy,
+        precision=stage.precision,
     )
     ckpt, resumed = start or (None, None)
     manifest_path, last = stage_dir / "manifest.json", stage_dir / LAST
@@ -157,4 +164,6 @@ def _fit(
     merged["resumed_from_epoch"] = resumed.epochs // passes if resumed else None
     merged["resumed_from_step"] = resumed.global_step if resumed else None
     merged["global_step"] = int(trainer.global_step)
+    if stage.record is not None:
+        merged["defence"] = stage.record(module)
     return merged
