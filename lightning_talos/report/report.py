@@ -18,6 +18,7 @@ from lightning_talos.pipeline.stages import (
     method_labels,
     method_names,
 )
+from lightning_talos.report.frontier import frontier_compare, frontier_section
 from lightning_talos.report.plots import plot_aia_bars, plot_roc, plot_tradeoff
 
 _, _, DEFENCE = PAPER_METHODS
@@ -257,7 +258,7 @@ def write_report(root: Path) -> Path:
     """Write ``report.md`` and its figures beside ``results.json``; returns the report path."""
     results = load_results(root)
     path = root / "report.md"
-    path.write_text(render(results, figures(results, root)))
+    path.write_text(render(results, figures(results, root)) + frontier_section(results, root))
     return path
 
 
@@ -307,4 +308,5 @@ def compare(roots: list[Path]) -> str:
         seeds = sorted({verdicts[k]["seeds"] for k in ("1", "2", "3")})
         cells = " | ".join(verdicts[k]["verdict"] for k in ("1", "2", "3"))
         lines.append(f"| {root} | {'/'.join(map(str, seeds))} | {cells} |")
+    lines += frontier_compare(roots, runs)
     return "\n".join(lines)
