@@ -518,7 +518,8 @@ register_train_stage(
 register_train_stage(
     TrainStage(
         name=DP_SUPERVISED,
-        summary="the supervised baseline trained with DP-SGD (Opacus; GroupNorm backbone)",
+        summary="the supervised baseline trained with DP-SGD (Opacus; GroupNorm backbone); "
+        "with a dp.epsilon list, the value's model is method=dp_supervised_eps<E>",
         sections=("model", "dp"),
         epochs_section="dp",
         build=lazy(_DEFENCES, "build_dp_supervised"),

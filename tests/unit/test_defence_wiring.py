@@ -25,6 +25,7 @@ from lightning_talos.pipeline.stages import (
     stage_for_command,
     unregister,
 )
+from lightning_talos.pipeline.wandb_log import frontier_table
 from lightning_talos.report.frontier import frontier_row, membership_attacks, wilson
 
 
@@ -147,3 +148,25 @@ def test_rounding_residue_is_zeroed_and_nothing_else_moves() -> None:
     assert torch.allclose(out[:, :5], fitted(x)[:, :5], atol=1e-6)
     means = [out[z == c].mean(0) for c in (0, 1)]
     assert torch.allclose(means[0], means[1], atol=1e-4)  # still erased
+
+
+def test_wandb_frontier_table_has_one_row_per_model_with_interval_ends() -> None:
+    entry = {
+        "utility": {"test_acc": 0.5, "train_acc": 0.6, "gap": 0.1},
+        "mia": {"nn": _attack(0.55, 0.5, 0.6)},
+        "defence": {
+            "defence": "dp_sgd",
+            "epsilon": 2.0,
+            "delta": 1e-5,
+            "max_grad_norm": 1.0,
+            "noise_multiplier": 1.5,
+        },  # fmt: skip
+    }
+    columns, rows = frontier_table({f"{DP_SUPERVISED}_eps2": entry, "supervised": None})
+    assert len(rows) == 1
+    row = dict(zip(columns, rows[0]))
+    assert row["label"] == f"{DP_SUPERVISED}_eps2"  # unregistered variant: its key
+    assert row["mia_adv"] == pytest.approx(0.1)
+    assert (row["mia_ci_lo"], row["mia_ci_hi"]) == pytest.approx((0.0, 0.2))
+    assert row["task_ci_lo"] is None and row["aia_excess"] is None
+    assert row["epsilon"] == 2.0 and row["noise_multiplier"] == 1.5
