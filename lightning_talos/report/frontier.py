@@ -104,9 +104,17 @@ def frontier_rows(results: dict[str, Any], run: str = "") -> list[dict[str, Any]
     for name in entry_methods(results):
         entry = results.get(name)
         if isinstance(entry, dict) and entry.get("utility"):
-            label = labels.get(name, name)
+            label = labels.get(name) or _variant_label(name, entry, labels)
             rows.append(frontier_row(entry, f"{run}: {label}" if run else label))
     return rows
+
+
+def _variant_label(name: str, entry: dict[str, Any], labels: dict[str, str]) -> str:
+    """A DP variant nobody registered in this process (``compare`` reads no config): its base
+    method's label and target epsilon, else its key."""
+    epsilon = (entry.get("defence") or {}).get("target_epsilon")
+    base = next((b for b in labels if name.startswith(f"{b}_")), None)
+    return f"{labels[base]} eps={epsilon:g}" if base and epsilon is not None else name
 
 
 def _cell(value: Any, interval: Any = None, signed: bool = False) -> str:

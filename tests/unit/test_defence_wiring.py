@@ -26,7 +26,12 @@ from lightning_talos.pipeline.stages import (
     unregister,
 )
 from lightning_talos.pipeline.wandb_log import frontier_table
-from lightning_talos.report.frontier import frontier_row, membership_attacks, wilson
+from lightning_talos.report.frontier import (
+    frontier_row,
+    frontier_rows,
+    membership_attacks,
+    wilson,
+)
 
 
 @pytest.fixture
@@ -170,3 +175,9 @@ def test_wandb_frontier_table_has_one_row_per_model_with_interval_ends() -> None
     assert (row["mia_ci_lo"], row["mia_ci_hi"]) == pytest.approx((0.0, 0.2))
     assert row["task_ci_lo"] is None and row["aia_excess"] is None
     assert row["epsilon"] == 2.0 and row["noise_multiplier"] == 1.5
+
+
+def test_unregistered_variant_is_labelled_from_its_record() -> None:
+    entry = {"utility": {"test_acc": 0.5}, "defence": {"defence": "dp_sgd", "target_epsilon": 2.0}}
+    (row,) = frontier_rows({f"{DP_SUPERVISED}_eps2": entry})
+    assert row["label"] == f"{REGISTRY.methods[DP_SUPERVISED].label} eps=2"
