@@ -37,6 +37,7 @@ NULL_OR_AT_LEAST_ONE = (
     "linear.max_epochs",
     "supervised.max_epochs",
     "talos.max_epochs",
+    "dp.max_epochs",
     "trainer.checkpoint_every_n_steps",
 )
 
