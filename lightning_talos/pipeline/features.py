@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,10 @@ from torch import Tensor
 from lightning_talos.attacks.outputs import ModelOutputs, SplitOutputs
 from lightning_talos.data.datamodule import TalosDataModule
 from lightning_talos.data.splits import QUARTERS
-from lightning_talos.errors import UserError
 from lightning_talos.modules.classifier import LinearClassifier, SupervisedClassifier
 from lightning_talos.pipeline.context import RunContext
 from lightning_talos.pipeline.training import require_done
+from lightning_talos.safe_load import checkpoint_error, file_digest, load_arrays, save_arrays
 
 
 def device() -> torch.device:
@@ -33,9 +32,9 @@ def load_classifier(ctx: RunContext, stage: str, role: str) -> torch.nn.Module:
     path = ctx.stage_dir(stage, role) / "checkpoints" / "last.ckpt"
     cls = SupervisedClassifier if stage == "supervised" else LinearClassifier
     try:
-        model = cls.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, KeyError) as err:
-        raise UserError(f"cannot load {path}: {err}") from None
+        model = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, foreign or hostile (nothing in it is run): one line
+        raise checkpoint_error(path, err) from None
     return model.to(device()).eval()
 
 
@@ -57,16 +56,22 @@ def extract(model: torch.nn.Module, loader: Any) -> SplitOutputs:
 
 def _cache_key(ctx: RunContext, stage: str, role: str) -> dict[str, str]:
     manifest = require_done(ctx, stage, role)
-    return {"completion_id": manifest["completion_id"], "split_hash": ctx.splits.hash}
+    checkpoint = ctx.stage_dir(stage, role) / "checkpoints" / "last.ckpt"
+    return {
+        "completion_id": manifest["completion_id"],
+        "split_hash": ctx.splits.hash,
+        "checkpoint_sha256": file_digest(checkpoint) if checkpoint.is_file() else "",
+    }
 
 
 def quarter_outputs(ctx: RunContext, stage: str, role: str) -> dict[str, SplitOutputs]:
     """The model's outputs on all four quarters, from ``<run>/features/`` when cached.
 
-    The cache is keyed by the model's completion id (a retrained model gets a new one) and the
-    split hash; a stale or unreadable cache is recomputed.
+    The cache is keyed by the model's completion id (a retrained model gets a new one), the
+    split hash and the checkpoint's bytes (a replaced checkpoint is noticed); a stale or
+    unreadable cache is recomputed. It is a NumPy archive, so reading it runs no code.
     """
-    path = ctx.root / "features" / f"{stage}-{role}.pt"
+    path = ctx.root / "features" / f"{stage}-{role}.npz"
     key = _cache_key(ctx, stage, role)
     cached = _read_cache(path)
     if cached is not None and cached["key"] == key:
@@ -82,16 +87,24 @@ def _read_cache(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # a truncated cache is recomputed, never trusted
+        arrays, key = load_arrays(path)
+        quarters: dict[str, dict[str, Tensor | None]] = {}
+        for name, array in arrays.items():
+            quarter, field = name.split("/")
+            quarters.setdefault(quarter, {"attributes": None})[field] = torch.from_numpy(array)
+        return {"key": key, "quarters": quarters}
+    except Exception:  # a truncated or foreign cache is recomputed, never trusted
         return None
 
 
 def _write_cache(path: Path, key: dict[str, str], quarters: dict[str, SplitOutputs]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"key": key, "quarters": {q: vars(v) for q, v in quarters.items()}}, tmp)
-    os.replace(tmp, path)
+    arrays = {
+        f"{quarter}/{field}": value
+        for quarter, outputs in quarters.items()
+        for field, value in vars(outputs).items()
+        if value is not None
+    }
+    save_arrays(path, arrays, key)
 
 
 def model_outputs(ctx: RunContext, stage: str, role: str) -> ModelOutputs:

@@ -30,6 +30,7 @@ from lightning_talos.pipeline.rundir import (
     write_json,
 )
 from lightning_talos.pipeline.trainer import build_logger, build_trainer, new_wandb_id
+from lightning_talos.safe_load import load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -191,12 +192,10 @@ def talos_settings(ctx: RunContext) -> dict[str, Any]:
 
 def _state_dict(source: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     path = source / "checkpoints" / "last.ckpt" if source.is_dir() else source
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path}")
-    try:
-        return path, torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    except Exception as err:  # a truncated or foreign file: say which, do not trace back
-        raise UserError(f"cannot read checkpoint {path}: {err}") from None
+    state = load_checkpoint(path)
+    if not isinstance(state.get("state_dict"), dict):
+        raise UserError(f"cannot read checkpoint {path}: it holds no state_dict")
+    return path, state["state_dict"]
 
 
 def simclr_weights(source: Path) -> dict[str, torch.Tensor]:
@@ -303,7 +302,7 @@ def _fit(
     ckpt = last if resume and last.is_file() else None
     resumed_from = _checkpoint_epochs(ckpt) if ckpt else None
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
         results = trainer.validate(module, datamodule=dm, verbose=False)
     finally:
         if logger:
@@ -319,5 +318,8 @@ def _fit(
 
 def _checkpoint_epochs(path: Path) -> int:
     """Completed epochs recorded in a Lightning checkpoint (memory-mapped, weights not read)."""
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
+    state = load_checkpoint(path, mmap=True)
+    try:
+        return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"cannot read checkpoint {path}: no training progress in it") from None
