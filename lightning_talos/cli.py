@@ -153,7 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _quiet()
     try:
-        COMMANDS[command](args)
+        from lightning_talos.pipeline.lock import command_lock
+
+        with command_lock(command, args):
+            COMMANDS[command](args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
