@@ -143,6 +143,9 @@ COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    from lightning_talos.threads import configure_cpu_threads
+
+    configure_cpu_threads()  # before anything imports torch: libgomp reads it once, at load
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
