@@ -62,6 +62,11 @@ def expected_layout(variant: CifarVariant) -> str:
     return f"<root>/{dataset.base_folder}/{{{', '.join(files)}}} (torchvision layout)"
 
 
+#: What reading a truncated, foreign or refused pickle raises.
+_READ_ERRORS = (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError,
+                IndexError, KeyError)  # fmt: skip
+
+
 def _unpickle(path: Path, variant: CifarVariant) -> dict[str, Any]:
     # latin1 is how torchvision reads the official Python-2 pickles: their str keys become str.
     # Only NumPy arrays and plain values are admitted, so a crafted file cannot run code even
@@ -69,7 +74,7 @@ def _unpickle(path: Path, variant: CifarVariant) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
             entry = restricted_unpickle(f, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError) as err:
+    except _READ_ERRORS as err:
         raise UserError(f"{variant}: cannot read {path} ({err}); expected a pickle file") from err
     if not isinstance(entry, dict):
         raise UserError(f"{variant}: {path} is not a CIFAR pickle (no dict inside)")
