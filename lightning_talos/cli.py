@@ -1,6 +1,8 @@
 """``lightning-talos <command> [key=value ...]``: compose the config, run one command.
 
-Every command is a small function below; bad input ends in one ``error:`` line and exit 2.
+Training and attack commands come from the stage registry (``pipeline/stages.py``); every
+command answers ``--help`` and ``--print-config``. Bad input ends in one ``error:`` line and
+exit 2.
 """
 
 from __future__ import annotations
@@ -11,25 +13,30 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from lightning_talos.errors import UserError
+from lightning_talos.interrupts import SignalInterruptError, cli_signals, resume_line
 
-USAGE = """usage: lightning-talos COMMAND [--dry-run] [key=value ...] [experiment=NAME]
+USAGE = """usage: lightning-talos COMMAND [--help|--print-config] [experiment=NAME] [key=value ...]
 
 commands:
-  data        print the dataset, its split sizes and hash as JSON
-  pretrain    SimCLR encoder for one role (target or shadow)
-  talos       Talos encoder (SimCLR + gradient-reversal adversary) for one role
-  linear      linear layer on a frozen encoder (method=contrastive|talos)
-  supervised  the supervised baseline for one role
-  mia         membership inference on method=supervised|contrastive|talos
-  aia         attribute inference on method=supervised|contrastive|talos
-  audit       every stage of the paper for one dataset, then results.json and report.md
-  report      report.md and figures from a run's results.json
-  compare     lightning-talos compare RUN_DIR [RUN_DIR ...]
-  bench       throughput ratios (bench.json)
+{commands}
+
+`lightning-talos COMMAND --help` says what a command reads and writes;
+`lightning-talos COMMAND --print-config [key=value ...]` prints the config it would run with.
 """
+
+
+@dataclass(frozen=True)
+class Command:
+    """One CLI command: what it does (one line), its help text, and how it runs."""
+
+    summary: str
+    run: Callable[[list[str]], None]
+    help: Callable[[], str]
+    composes: bool = True  # takes key=value overrides (``--print-config`` applies)
 
 
 def _quiet() -> None:
@@ -43,17 +50,22 @@ def _quiet() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
 
 
-def cmd_data(args: Sequence[str]) -> None:
+def _compose(args: Sequence[str]):  # noqa: ANN202 (DictConfig; imported lazily for a fast --help)
     from lightning_talos.config.load import compose
+
+    return compose(args)
+
+
+def cmd_data(args: list[str]) -> None:
     from lightning_talos.data.registry import describe, load_pool, resolved_labels
     from lightning_talos.data.splits import member_split
 
-    cfg = compose(args)
+    cfg = _compose(args)
     pool = load_pool(cfg.data, seed=cfg.seed)
     splits = member_split(len(pool), seed=cfg.seed, pool_size=cfg.data.pool_size)
     task, attribute = resolved_labels(cfg.data)
     info = {
-        "dataset": cfg.data.name,
+        "dataset": str(cfg.data.name),
         "task_label": task,
         "sensitive_attribute": attribute,
         **describe(pool),
@@ -63,56 +75,54 @@ def cmd_data(args: Sequence[str]) -> None:
     print(json.dumps(info))
 
 
-def _train(stage: str) -> Callable[[Sequence[str]], None]:
-    def run(args: Sequence[str]) -> None:
-        from lightning_talos.config.load import compose
+def _train(command: str) -> Callable[[list[str]], None]:
+    def run(args: list[str]) -> None:
         from lightning_talos.pipeline.context import RunContext
-        from lightning_talos.pipeline.training import train_stage
+        from lightning_talos.pipeline.stages import stage_for_command
+        from lightning_talos.pipeline.training import run_train_stage
 
-        cfg = compose(args)
-        name = stage
-        if stage == "linear" and cfg.method == "talos":
-            name = "talos_linear"
-        elif stage == "linear" and cfg.method != "contrastive":
-            raise UserError("linear trains on a contrastive encoder: method=contrastive|talos")
-        manifest = train_stage(RunContext(cfg), name, cfg.role)
-        path = RunContext(cfg).stage_dir(name, cfg.role) / "metrics.json"
-        print(f"[{name}-{cfg.role}] {manifest['status']}: {path}")
+        cfg = _compose(args)
+        stage = stage_for_command(cfg, command)
+        ctx = RunContext(cfg)
+        manifest = run_train_stage(ctx, stage, str(cfg.role))
+        path = ctx.stage_dir(stage.name, str(cfg.role)) / "metrics.json"
+        print(f"[{stage.name}-{cfg.role}] {manifest['status']}: {path}")
 
     return run
 
 
-def cmd_mia(args: Sequence[str]) -> None:
-    from lightning_talos.config.load import compose
-    from lightning_talos.pipeline.attack import run_mia
+def _attack(name: str) -> Callable[[list[str]], None]:
+    def run(args: list[str]) -> None:
+        from lightning_talos.pipeline.attacking import run_attack_stage
+        from lightning_talos.pipeline.context import RunContext
+        from lightning_talos.pipeline.stages import attack_stage, method
 
-    print(run_mia(compose(args)))
+        cfg = _compose(args)
+        print(run_attack_stage(RunContext(cfg), attack_stage(name), method(str(cfg.method))))
 
-
-def cmd_aia(args: Sequence[str]) -> None:
-    from lightning_talos.config.load import compose
-    from lightning_talos.pipeline.attack import run_aia
-
-    print(run_aia(compose(args)))
+    return run
 
 
-def cmd_audit(args: Sequence[str]) -> None:
-    from lightning_talos.config.load import compose
+def cmd_audit(args: list[str]) -> None:
     from lightning_talos.pipeline.audit import run_audit
 
     dry_run = "--dry-run" in args
-    run_audit(compose([a for a in args if a != "--dry-run"]), dry_run=dry_run)
+    run_audit(_compose([a for a in args if a != "--dry-run"]), dry_run=dry_run)
 
 
-def cmd_report(args: Sequence[str]) -> None:
-    from lightning_talos.config.load import compose
+def cmd_report(args: list[str]) -> None:
     from lightning_talos.pipeline.rundir import run_root
-    from lightning_talos.report.report import write_report
+    from lightning_talos.report.readme import write_readme
+    from lightning_talos.report.report import load_results, write_report
 
-    print(write_report(run_root(compose(args))))
+    readme = [a.split("=", 1)[1] for a in args if a.startswith("--readme=")]
+    root = run_root(_compose([a for a in args if not a.startswith("--readme=")]))
+    print(write_report(root))
+    if readme:
+        print(write_readme(Path(readme[0]), load_results(root)))
 
 
-def cmd_compare(args: Sequence[str]) -> None:
+def cmd_compare(args: list[str]) -> None:
     from lightning_talos.report.report import compare
 
     if not args:
@@ -120,25 +130,111 @@ def cmd_compare(args: Sequence[str]) -> None:
     print(compare([Path(a) for a in args]))
 
 
-def cmd_bench(args: Sequence[str]) -> None:
+def cmd_bench(args: list[str]) -> None:
     from lightning_talos.bench.run import main as bench_main
 
     bench_main(list(args))
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
-    "data": cmd_data,
-    "pretrain": _train("pretrain"),
-    "talos": _train("talos"),
-    "linear": _train("linear"),
-    "supervised": _train("supervised"),
-    "mia": cmd_mia,
-    "aia": cmd_aia,
-    "audit": cmd_audit,
-    "report": cmd_report,
-    "compare": cmd_compare,
-    "bench": cmd_bench,
-}
+def _train_help(command: str) -> Callable[[], str]:
+    def text() -> str:
+        from lightning_talos.pipeline.stages import REGISTRY
+
+        blocks = []
+        for s in (s for s in REGISTRY.train.values() if (s.command or s.name) == command):
+            select = f" ({s.extra})" if s.extra else ""
+            upstream = s.reads or "no other stage"
+            blocks.append(
+                f"lightning-talos {command}{select} role=target|shadow [key=value ...]\n"
+                f"  {s.summary}.\n"
+                f"  reads: the dataset (data.*), its split (<run>/splits.json), {upstream}\n"
+                f"  config sections: seed, data, {', '.join(s.sections)}"
+                f" (epochs: {s.epochs_section}.max_epochs, else trainer.max_epochs)\n"
+                f"  writes: <run.dir>/<run.name>/{s.name}-ROLE/ (config.yaml, manifest.json,\n"
+                f"          checkpoints/last.ckpt, metrics.json); re-running resumes or skips it"
+            )
+        return "\n\n".join(blocks)
+
+    return text
+
+
+def _attack_help(name: str) -> Callable[[], str]:
+    def text() -> str:
+        from lightning_talos.pipeline.stages import REGISTRY, attack_stage
+
+        s = attack_stage(name)
+        methods = "|".join(REGISTRY.methods)
+        roles = ",".join(s.roles)
+        models = ", ".join(
+            f"{m.model_stage}-{{{roles}}} (method={m.name})" for m in REGISTRY.methods.values()
+        )
+        return (
+            f"lightning-talos {name} method={methods} [key=value ...]\n"
+            f"  {s.summary}.\n"
+            f"  reads: {models}\n"
+            f"  config sections: seed, data, {', '.join(s.sections)}\n"
+            f"  writes: <run.dir>/<run.name>/{name}-METHOD/{s.output} (+ manifest.json)"
+        )
+
+    return text
+
+
+def _fixed(text: str) -> Callable[[], str]:
+    return lambda: text
+
+
+def commands() -> dict[str, Command]:
+    """Every command: the registry's training and attack stages, then the rest."""
+    from lightning_talos.pipeline.stages import REGISTRY, train_commands
+
+    out: dict[str, Command] = {
+        "data": Command(
+            "print the dataset, its split sizes and hash as JSON",
+            cmd_data,
+            _fixed("lightning-talos data [key=value ...]\n  prints the dataset as JSON"),
+        )
+    }
+    for command in train_commands():
+        summary = next(s.summary for s in REGISTRY.train.values() if s.command == command or
+                       (not s.command and s.name == command))  # fmt: skip
+        out[command] = Command(summary, _train(command), _train_help(command))
+    for name, stage in REGISTRY.attack.items():
+        out[name] = Command(stage.summary, _attack(name), _attack_help(name))
+    out["audit"] = Command(
+        "every stage for one dataset, then results.json and report.md",
+        cmd_audit,
+        _fixed(
+            "lightning-talos audit [--dry-run] [methods=[...]] [seeds=[...]] [key=value ...]\n"
+            "  trains and attacks every audited method as a dependency graph; finished stages\n"
+            "  are skipped, interrupted ones resume; writes <run>/results.json and report.md"
+        ),
+    )
+    out["report"] = Command(
+        "report.md and figures from a run's results.json",
+        cmd_report,
+        _fixed(
+            "lightning-talos report [--readme=README.md] [key=value ...]\n"
+            "  writes <run>/report.md and figures; --readme also writes the run's table,\n"
+            "  verdicts, commit and machine into the README's demo block"
+        ),
+    )
+    out["compare"] = Command(
+        "headline numbers of several runs side by side",
+        cmd_compare,
+        _fixed("lightning-talos compare RUN_DIR [RUN_DIR ...]"),
+        composes=False,
+    )
+    out["bench"] = Command(
+        "throughput ratios (bench.json)",
+        cmd_bench,
+        _fixed("lightning-talos bench [key=value ...]\n  writes bench.json"),
+    )
+    return out
+
+
+def usage(table: dict[str, Command]) -> str:
+    lines = "\n".join(f"  {name:11s} {c.summary}" for name, c in table.items())
+    return USAGE.format(commands=lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,24 +243,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_cpu_threads()  # before anything imports torch: libgomp reads it once, at load
     argv = list(sys.argv[1:] if argv is None else argv)
+    table = commands()
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(usage(table))
         return 0
     command, args = argv[0], argv[1:]
-    if command not in COMMANDS:
-        print(f"error: unknown command '{command}'; valid: {', '.join(COMMANDS)}", file=sys.stderr)
+    if command not in table:
+        print(f"error: unknown command '{command}'; valid: {', '.join(table)}", file=sys.stderr)
         return 2
     _quiet()
     try:
-        from lightning_talos.pipeline.lock import command_lock
+        if "--help" in args or "-h" in args:
+            print(table[command].help())
+        elif "--print-config" in args and table[command].composes:
+            from omegaconf import OmegaConf
 
-        with command_lock(command, args):
-            COMMANDS[command](args)
+            rest = [a for a in args if a not in ("--print-config", "--dry-run")]
+            print(OmegaConf.to_yaml(_compose(rest), resolve=True), end="")
+        else:
+            from lightning_talos.pipeline.lock import command_lock
+
+            with command_lock(command, args), cli_signals():
+                table[command].run(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except SignalInterruptError as err:  # SIGTERM, or Ctrl-C in training: checkpoint saved
+        print(resume_line(err, argv), file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume", file=sys.stderr)
+        print(resume_line(None, argv), file=sys.stderr)
         return 130
     return 0
 

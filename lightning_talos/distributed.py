@@ -84,22 +84,3 @@ def gather(x: Tensor, sizes: list[int] | None = None) -> Tensor:
         padded = F.pad(x, (0, 0) * (x.dim() - 1) + (0, pad))
     parts = _all_gather_autograd(padded.contiguous())
     return torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0)
-
-
-def eye_rank(n: int, device: torch.device | str | None = None) -> Tensor:
-    """Boolean mask of this rank's diagonal block in an ``[n, n * W]`` matrix.
-
-    Entry ``(i, rank * n + i)`` is ``True``: where local sample ``i`` meets itself among the
-    gathered samples (assumes ``n`` samples on every rank).
-
-    Args:
-        n: Local batch size.
-        device: Device of the mask.
-
-    Returns:
-        ``[n, n * world_size()]`` bool tensor.
-    """
-    rows = torch.arange(n, device=device)
-    mask = torch.zeros(n, n * world_size(), dtype=torch.bool, device=device)
-    mask[rows, rank() * n + rows] = True
-    return mask

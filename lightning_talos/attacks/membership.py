@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_talos.attacks.metrics import best_threshold, membership_metrics
+from lightning_talos.attacks.metrics import best_threshold, membership_metrics, rank_auc
 from lightning_talos.attacks.outputs import ModelOutputs
 from lightning_talos.attacks.small_mlp import Adam, SmallMLP, single_thread, train_epochs
 
@@ -111,15 +111,13 @@ def _stack(outputs: ModelOutputs) -> tuple[Tensor, Tensor, np.ndarray]:
     return posteriors, labels, is_member.astype(bool)
 
 
-def _calibrated(
-    outputs: ModelOutputs, metric: str, thresholds: np.ndarray | None, **metric_kwargs
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Raw metric scores, labels, membership and (if given) per-class-calibrated scores."""
+def _raw(
+    outputs: ModelOutputs, metric: str, **metric_kwargs
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw metric scores ``[N]``, true labels ``[N]`` and membership ``[N]`` of one model."""
     posteriors, labels, is_member = _stack(outputs)
     raw = metric_scores(posteriors, labels, **metric_kwargs)[metric]
-    y = labels.cpu().numpy()
-    calibrated = raw if thresholds is None else raw - thresholds[y]
-    return raw, y, is_member, calibrated
+    return raw, labels.cpu().numpy(), is_member
 
 
 def metric_attack(
@@ -131,12 +129,15 @@ def metric_attack(
     seed: int = 0,
     **metric_kwargs,
 ) -> dict:
-    """Metric-based attack with per-class thresholds fitted on the shadow, applied to the target.
+    """Song & Mittal's metric-based attack: calibrated on the shadow, applied to the target.
 
-    A sample is predicted a member when its score reaches the threshold of its TRUE class. The
-    continuous score handed to the ROC is ``score - threshold[true class]``: the per-class
-    calibrated margin, whose sign is exactly the decision. For ``correctness`` the ROC score is
-    the correctness bit itself (subtracting thresholds from a bit would only reorder classes).
+    ``correctness`` needs no calibration: a sample is called a member iff the model classifies it
+    correctly, and its ROC/AUC is that of the 0/1 correctness score. The other metrics call a
+    sample a member when its score reaches the threshold of its TRUE class, the thresholds
+    fitted on the shadow outputs (:func:`fit_class_thresholds`); their ROC, AUC and TPR at low
+    FPR are those of the raw metric value, as in the paper (one global threshold sweeping the
+    raw score). ``margin_auc`` is the AUC of ``score - threshold[true class]`` instead: the
+    ROC whose operating point at 0 is the per-class decision.
 
     Args:
         shadow: Shadow model outputs (calibration).
@@ -148,31 +149,36 @@ def metric_attack(
 
     Returns:
         The :func:`~lightning_talos.attacks.metrics.membership_metrics` dict on the target, plus
-        ``thresholds`` (list of ``C`` floats) and ``shadow`` (the same metrics on the shadow
-        data with the fitted thresholds: the in-sample fit, without bootstrap intervals).
+        ``shadow`` (the same metrics on the shadow data: for the calibrated metrics the
+        in-sample fit, without bootstrap intervals) and, except for ``correctness``,
+        ``thresholds`` (list of ``C`` floats) and ``margin_auc`` (float).
 
     Raises:
         ValueError: If ``metric`` is unknown or a set lacks members or non-members.
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
-    raw, y, is_member, _ = _calibrated(shadow, metric, None, **metric_kwargs)
-    thresholds = fit_class_thresholds(raw, y, is_member, shadow.num_classes)
+    thresholds = None
+    if metric != "correctness":
+        raw, y, is_member = _raw(shadow, metric, **metric_kwargs)
+        thresholds = fit_class_thresholds(raw, y, is_member, shadow.num_classes)
     result: dict = {}
     for name, outputs in (("target", target), ("shadow", shadow)):
-        raw, y, is_member, calibrated = _calibrated(outputs, metric, thresholds, **metric_kwargs)
-        scores = raw if metric == "correctness" else calibrated
-        predictions = raw >= thresholds[y]
+        raw, y, is_member = _raw(outputs, metric, **metric_kwargs)
+        predictions = raw >= (0.5 if thresholds is None else thresholds[y])
         # The shadow numbers are the in-sample fit, a diagnostic: no intervals for them.
         result[name] = membership_metrics(
-            scores,
+            raw,
             is_member,
             predictions,
             n_bootstrap=n_bootstrap if name == "target" else 0,
             seed=seed,
         )
+        if thresholds is not None:
+            result[name]["margin_auc"] = rank_auc(raw - thresholds[y], is_member)
     out = result["target"]
-    out["thresholds"] = thresholds.tolist()
+    if thresholds is not None:
+        out["thresholds"] = thresholds.tolist()
     out["shadow"] = result["shadow"]
     return out
 

@@ -123,27 +123,22 @@ def _trapezoid_auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
 
 
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
-    """TPR of the ROC polyline at a given FPR.
+    """The best TPR among the ROC points whose FPR is at most ``target``.
 
-    Convention: the ROC from :func:`roc_points` is read as the polyline through its points (a
-    threshold between two points is reachable by randomising between them). Between two points
-    of different FPR the TPR is linearly interpolated; where the curve is vertical at exactly
-    ``target`` (several points share that FPR) the highest TPR is taken, i.e. the best operating
-    point with FPR <= ``target``.
+    No interpolation: only thresholds actually realised on the data count (a point between two
+    ROC points is reachable only by randomising the decision, which the attacks do not do).
 
     Args:
-        fpr: ``[M]`` non-decreasing false positive rates, ``fpr[0] == 0``.
+        fpr: ``[M]`` false positive rates of the ROC points (e.g. from :func:`roc_points`),
+            including ``(0, 0)``.
         tpr: ``[M]`` matching true positive rates.
-        target: The FPR to read at, in ``[0, 1]``.
+        target: The largest FPR allowed, in ``[0, 1]``.
 
     Returns:
-        The TPR at ``target``.
+        ``max tpr[fpr <= target]`` (0.0 if no point qualifies).
     """
-    i = int(np.searchsorted(fpr, target, side="right")) - 1  # last point with fpr <= target
-    if fpr[i] == target or i == len(fpr) - 1:
-        return float(tpr[i])
-    frac = (target - fpr[i]) / (fpr[i + 1] - fpr[i])
-    return float(tpr[i] + frac * (tpr[i + 1] - tpr[i]))
+    allowed = np.asarray(fpr) <= target
+    return float(np.max(np.asarray(tpr)[allowed])) if allowed.any() else 0.0
 
 
 def _auc_from_groups(pos_groups: np.ndarray, neg_groups: np.ndarray, n_groups: int) -> np.ndarray:
@@ -242,10 +237,11 @@ def membership_metrics(
     Returns:
         ``acc``, ``balanced_acc``, ``precision``, ``recall`` (from ``predictions``); ``auc``
         (of ``scores``, ties counted 1/2, as scikit-learn's ``roc_auc_score``; 0.5 for constant
-        scores); ``advantage`` (max TPR - FPR
-        over the exact ROC); ``tpr_at_1pct_fpr`` and ``tpr_at_0p1pct_fpr`` (see
-        :func:`tpr_at_fpr`); ``ci95`` ``{"acc": [lo, hi], "auc": [lo, hi]}`` (percentile
-        bootstrap); ``n_members``, ``n_nonmembers``; ``roc`` (see :func:`roc_summary`).
+        scores); ``advantage`` (max TPR - FPR over the exact ROC); ``tpr_at_1pct_fpr`` and
+        ``tpr_at_0p1pct_fpr`` (the best TPR among ROC points with FPR <= 1% and 0.1%, no
+        interpolation: :func:`tpr_at_fpr`); ``ci95`` ``{"acc": [lo, hi], "auc": [lo, hi]}``
+        (percentile bootstrap); ``n_members``, ``n_nonmembers``; ``roc`` (see
+        :func:`roc_summary`).
 
     Raises:
         ValueError: If only one class is present, shapes disagree or a score is not finite.
@@ -283,8 +279,9 @@ def membership_metrics(
 def roc_summary(fpr: np.ndarray, tpr: np.ndarray, points: int = 64) -> dict[str, list[float]]:
     """The ROC at log-spaced FPRs (plus its ends), small enough to keep in JSON for plots.
 
-    TPR at each FPR is read with :func:`tpr_at_fpr`, so the low-FPR region that matters for
-    membership inference (Carlini et al. 2022) keeps its resolution.
+    TPR at each FPR is read with :func:`tpr_at_fpr` (a step function: the best realised
+    operating point at or below that FPR), so the low-FPR region that matters for membership
+    inference (Carlini et al. 2022) keeps its resolution.
     """
     grid = np.unique(np.concatenate([[0.0], np.logspace(-4, 0, points)]))
     return {

@@ -19,6 +19,8 @@ from lightning_talos.data.datamodule import TalosDataModule, as_float, aug_kwarg
 from lightning_talos.data.splits import QUARTERS
 from lightning_talos.data.transforms import SimCLRAugment, TwoViews
 from lightning_talos.modules.classifier import SupervisedClassifier
+from lightning_talos.pipeline.builders import model_settings
+from lightning_talos.pipeline.context import RunContext
 from lightning_talos.pipeline.features import device as features_device
 from lightning_talos.pipeline.features import extract
 
@@ -57,15 +59,9 @@ def augmentation(bench: Bench) -> dict[str, Any]:
 
 def classifier(bench: Bench) -> SupervisedClassifier:
     """A randomly initialised supervised classifier (attack cost does not depend on training)."""
-    m = bench.cfg.model
     torch.manual_seed(bench.cfg.seed)
-    model = SupervisedClassifier(
-        backbone=m.backbone,
-        stem=m.stem,
-        num_classes=bench.pool.num_classes,
-        optim=to_dict(bench.cfg.supervised.optim),
-        channels_last=m.channels_last,
-    )
+    ctx = RunContext(bench.cfg, pool=bench.pool, splits=bench.splits)
+    model = SupervisedClassifier(**model_settings(ctx), optim=to_dict(bench.cfg.supervised.optim))
     return model.to(features_device()).eval()
 
 
@@ -169,7 +165,8 @@ def label_only(bench: Bench, model: SupervisedClassifier) -> dict[str, Any]:
         with stopwatch(dev) as t_hsj:
             boundary_distance(
                 model, images[:n_hsj], labels[:n_hsj], num_iterations=mia.hsj_iterations,
-                grad_samples=mia.hsj_grad_samples, seed=bench.cfg.seed,
+                grad_samples=mia.hsj_grad_samples, tolerance=mia.hsj_tolerance,
+                abs_tolerance=mia.hsj_abs_tolerance, seed=bench.cfg.seed,
             )  # fmt: skip
         with stopwatch(dev) as t_aug:
             augmentation_robustness(

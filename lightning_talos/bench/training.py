@@ -257,7 +257,7 @@ def _epoch_times(bench: Bench, model: SimCLR, loader: DataLoader, epochs: int) -
 def _contrastive_data(bench: Bench, aug_mode: str) -> TalosDataModule:
     """The target role's contrastive datamodule with ``data.aug.mode=aug_mode``."""
     data = bench.with_overrides(**{"data.aug.mode": aug_mode}).data
-    return TalosDataModule(data, bench.pool, bench.splits, role="target", use="contrastive")
+    return TalosDataModule(data, bench.pool, bench.splits, role="target", use="two_views")
 
 
 def data_path(bench: Bench, epochs: int = 2) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 Group selections (``data=cifar10``, ``model=resnet18_cifar``, ``trainer=gpu``, ``logger=offline``)
 load ``configs/<group>/<name>.yaml`` into that section. ``experiment=NAME`` loads
 ``configs/experiment/NAME.yaml``, whose optional ``defaults:`` mapping selects groups the same way
-and whose other keys override them. Everything else on the command line is an OmegaConf dot-list.
+(and ``experiment: BASE`` in it extends another preset: the base's groups and keys first, this
+preset's on top), and whose other keys override them. Everything else on the command line is an
+OmegaConf dot-list, and it always wins: ``trainer.max_epochs=N`` given there applies to every stage
+unless the stage's own ``<section>.max_epochs`` is given there too.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from lightning_talos.config.schema import CHOICES, LIST_CHOICES, Config
+from lightning_talos.config.checks import check_config
+from lightning_talos.config.schema import Config
 from lightning_talos.errors import UserError
 
 GROUPS = ("data", "model", "trainer", "logger")
@@ -101,6 +105,44 @@ def _group_layer(groups: dict[str, str]) -> DictConfig:
     return layer
 
 
+def _load_preset(name: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, str], DictConfig]:
+    """A preset's group selections and keys, with the presets it extends merged underneath.
+
+    Raises:
+        UserError: unknown preset or group, or a preset that extends itself.
+    """
+    if name in seen:
+        raise UserError(f"experiment presets extend each other in a cycle: {' -> '.join(seen)}")
+    preset = _load_yaml("experiment", name)
+    defaults = {str(k): str(v) for k, v in dict(preset.pop("defaults", None) or {}).items()}
+    base = defaults.pop("experiment", None)
+    unknown = set(defaults) - set(GROUPS)
+    if unknown:
+        raise UserError(f"experiment '{name}' defaults name unknown groups {sorted(unknown)}")
+    if base is None:
+        return defaults, preset
+    base_groups, base_keys = _load_preset(base, (*seen, name))
+    return {**base_groups, **defaults}, _merge(base_keys, preset)
+
+
+def _stage_epoch_keys(cfg: DictConfig) -> list[str]:
+    """Dotted ``<section>.max_epochs`` keys of the sections that have their own epochs."""
+    return [
+        f"{key}.max_epochs"
+        for key, node in cfg.items()
+        if isinstance(node, DictConfig) and key != "trainer" and "max_epochs" in node
+    ]
+
+
+def _cli_precedence(cfg: DictConfig, cli: DictConfig) -> DictConfig:
+    """Let a command-line ``trainer.max_epochs`` reach every stage whose own epochs a preset set
+    and the command line did not."""
+    if OmegaConf.select(cli, "trainer.max_epochs") is None:
+        return cfg
+    reset = {key: None for key in _stage_epoch_keys(cfg) if OmegaConf.select(cli, key) is None}
+    return _merge(cfg, OmegaConf.from_dotlist([f"{k}=null" for k in reset]))
+
+
 def compose(args: Iterable[str] = ()) -> DictConfig:
     """Build, validate and freeze the config for the command-line ``args``.
 
@@ -112,47 +154,32 @@ def compose(args: Iterable[str] = ()) -> DictConfig:
     preset_groups: dict[str, str] = {}
     preset = OmegaConf.create()
     if "experiment" in groups:
-        preset = _load_yaml("experiment", groups["experiment"])
-        defaults = preset.pop("defaults", None) or {}
-        preset_groups = {str(k): str(v) for k, v in dict(defaults).items()}
-        unknown = set(preset_groups) - set(GROUPS)
-        if unknown:
-            raise UserError(f"experiment defaults name unknown groups {sorted(unknown)}")
+        preset_groups, preset = _load_preset(groups["experiment"])
     cli_groups = {k: v for k, v in groups.items() if k != "experiment"}
     cfg = _merge(cfg, _group_layer(preset_groups), preset, _group_layer(cli_groups))
     try:
         cli = OmegaConf.from_dotlist(dotlist)
     except OmegaConfBaseException as err:
         raise UserError(f"cannot parse overrides: {str(err).splitlines()[0]}") from None
-    cfg = _merge(cfg, cli)
+    cfg = _cli_precedence(_merge(cfg, cli), cli)
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check the fixed-choice settings.
+    """Check values the types cannot (``config/checks.py``; fixed choices are enums, checked
+    during the merge).
 
     Raises:
-        UserError: naming the key and the valid choices.
+        UserError: naming the key.
     """
-    for key, choices in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if str(value) not in choices:
-            raise UserError(f"invalid value '{value}' for '{key}'; valid: {', '.join(choices)}")
-    for key, choices in LIST_CHOICES.items():
-        for value in OmegaConf.select(cfg, key):
-            if value not in choices:
-                raise UserError(f"invalid item '{value}' in '{key}'; valid: {', '.join(choices)}")
-    positive = ("data.image_size", "data.batch_size", "trainer.max_epochs")
-    for key in positive:
-        if OmegaConf.select(cfg, key) <= 0:
-            raise UserError(f"'{key}' must be positive, got {OmegaConf.select(cfg, key)}")
+    check_config(cfg)
 
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:
     """Plain, resolved container of a config (or of one section)."""
-    out = OmegaConf.to_container(cfg, resolve=True)
+    out = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert isinstance(out, dict)
     return out  # type: ignore[return-value]
 
@@ -161,11 +188,3 @@ def hash_dict(payload: Any) -> str:
     """Stable short hash of JSON-able data."""
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def save(cfg: DictConfig, path: Path) -> None:
-    """Write the resolved config as YAML (atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    tmp.replace(path)

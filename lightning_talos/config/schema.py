@@ -2,51 +2,51 @@
 
 YAML files under ``configs/`` and command-line ``key=value`` overrides are merged on top of these
 dataclasses with OmegaConf's struct mode on, so a typo'd key or a wrong type fails loudly.
-String settings with a fixed set of values are listed in :data:`CHOICES` and validated after the
-merge. Values derived from user keys (split seed, epochs per stage, ...) are computed in code and
-never written back into the config.
+String settings with a fixed set of values are :class:`Choice` enums, which OmegaConf validates
+during the merge (method names are checked against the stage registry, where new ones are
+registered). Values derived from user keys (split seed, epochs per stage, ...) are computed in
+code and never written back into the config.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-DATASETS = ("synthetic", "cifar10", "cifar100", "stl10", "utkface", "celeba")
-BACKBONES = ("small_cnn", "resnet18", "resnet50", "mobilenet_v2")
-METHODS = ("supervised", "contrastive", "talos")
-MIA_ATTACKS = ("nn", "metric", "label_only", "augmentation")
-AIA_PROBES = ("mlp", "logistic", "knn")
 
-#: Every string setting with a fixed set of valid values.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.name": DATASETS,
-    "data.aug.mode": ("batched", "pil"),
-    "data.stl10_part": ("labelled", "unlabeled"),
-    "model.backbone": BACKBONES,
-    "model.stem": ("imagenet", "cifar"),
-    "simclr.optim.name": ("adam", "adamw", "sgd", "lars"),
-    "simclr.optim.schedule": ("cosine", "constant"),
-    "linear.optim.name": ("adam", "adamw", "sgd", "lars"),
-    "linear.optim.schedule": ("cosine", "constant"),
-    "supervised.optim.name": ("adam", "adamw", "sgd", "lars"),
-    "supervised.optim.schedule": ("cosine", "constant"),
-    "talos.location": ("embedding", "projection"),
-    "talos.views": ("augmented", "original"),
-    "talos.schedule": ("alternating", "simultaneous"),
-    "talos.lambda_schedule": ("constant", "dann"),
-    "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
-    "logger.mode": ("auto", "online", "offline", "disabled"),
-    "run.resume": ("auto", "never"),
-    "role": ("target", "shadow"),
-    "method": METHODS,
-}
+class Choice(str, Enum):
+    """A setting with a fixed set of values: OmegaConf validates it, and it compares, hashes,
+    prints and serialises as its plain string value."""
 
-#: List settings whose items must come from a fixed set.
-LIST_CHOICES: dict[str, tuple[str, ...]] = {
-    "attacks": MIA_ATTACKS,
-    "aia.probes": AIA_PROBES,
-}
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+def _choice(name: str, values: tuple[str, ...]) -> type[Choice]:
+    return Choice(name, {v: v for v in values})  # type: ignore[return-value]
+
+
+Dataset = _choice("Dataset", ("synthetic", "cifar10", "cifar100", "stl10", "utkface", "celeba"))
+AugMode = _choice("AugMode", ("batched", "pil"))
+Stl10Part = _choice("Stl10Part", ("labelled", "unlabeled"))
+Backbone = _choice("Backbone", ("small_cnn", "resnet18", "resnet50", "mobilenet_v2"))
+Stem = _choice("Stem", ("imagenet", "cifar"))
+OptimName = _choice("OptimName", ("adam", "adamw", "sgd", "lars"))
+Schedule = _choice("Schedule", ("cosine", "constant"))
+AdversaryLocation = _choice("AdversaryLocation", ("embedding", "projection"))
+AdversaryViews = _choice("AdversaryViews", ("augmented", "original"))
+PassSchedule = _choice("PassSchedule", ("alternating", "simultaneous"))
+LambdaSchedule = _choice("LambdaSchedule", ("constant", "dann"))
+Precision = _choice("Precision", ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"))
+LoggerMode = _choice("LoggerMode", ("auto", "online", "offline", "disabled"))
+Resume = _choice("Resume", ("auto", "never"))
+Role = _choice("Role", ("target", "shadow"))
+MiaAttack = _choice("MiaAttack", ("nn", "metric", "label_only", "augmentation"))
+AiaProbe = _choice("AiaProbe", ("mlp", "logistic", "knn"))
 
 
 @dataclass
@@ -54,10 +54,11 @@ class AugConfig:
     """SimCLR view augmentation (PAPER.md's list is the default)."""
 
     # batched: per-sample tensor augmentation inside the training step (on the accelerator);
-    # pil: torchvision on PIL images in the DataLoader workers. Default batched, measured by
-    # `make bench` on 2 CPU cores: 22-25x the images/s of PIL for the same operations, and a
-    # SimCLR epoch through the datamodule at 0.93-1.05 of model-only (PIL workers: 0.41).
-    mode: str = "batched"
+    # pil: torchvision on PIL images in the DataLoader workers. Default batched: the same
+    # operations on whole batches of tensors outrun per-image PIL by an order of magnitude, so
+    # the data path stops bounding a SimCLR epoch (`make bench`: aug_batched_vs_pil,
+    # datapath_vs_model; README "Speed").
+    mode: AugMode = AugMode.batched
     crop_scale_min: float = 0.08
     crop_scale_max: float = 1.0
     hflip_p: float = 0.5
@@ -85,7 +86,7 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "synthetic"
+    name: Dataset = Dataset.synthetic
     root: str | None = None
     image_size: int = 32
     # null = the dataset's default (class, gender, Male, shape); see `lightning-talos data`.
@@ -97,14 +98,13 @@ class DataConfig:
     verify_checksums: bool = True
     download: bool = False
     celeba_subset: int = 30000
-    stl10_part: str = "labelled"
+    stl10_part: Stl10Part = Stl10Part.labelled
     # Decoded, resized pools of JPEG datasets are cached here (null = ~/.cache/lightning_talos).
     cache_dir: str | None = None
     batch_size: int = 512
     eval_batch_size: int = 512
     # 0: with batched augmentation the loader only slices uint8 tensors held in memory, so
-    # worker processes would add start-up and IPC for no work (data path >= 0.93 of model-only
-    # with 0 workers). Raise it for data.aug.mode=pil.
+    # worker processes would add start-up and IPC for no work. Raise it for data.aug.mode=pil.
     num_workers: int = 0
     aug: AugConfig = field(default_factory=AugConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -112,21 +112,21 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet18"
-    stem: str = "imagenet"
+    backbone: Backbone = Backbone.resnet18
+    stem: Stem = Stem.imagenet
     proj_hidden_dim: int | None = None  # null = the embedding size d (PAPER.md)
     proj_dim: int = 256
-    # Every model preset measured faster in channels-last (configs/model/*.yaml).
+    # Convolutions run faster in channels-last on the CPUs and GPUs we use (README "Speed").
     channels_last: bool = True
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"
+    name: OptimName = OptimName.adam
     lr: float = 3e-4
     weight_decay: float = 1e-4
     momentum: float = 0.9
-    schedule: str = "cosine"
+    schedule: Schedule = Schedule.cosine
     warmup_epochs: float = 0.0
 
 
@@ -156,16 +156,18 @@ class SupervisedConfig:
 
 @dataclass
 class TalosConfig:
-    # Defaults measured on the synthetic demo (README "Talos settings"): lambda 1 with 5
-    # adversary steps left a fresh probe at 1.00; lambda 10 with 10 adversary steps at lr 3e-3
-    # brought every probe down. The paper presets pin the released lambda=1, alternating.
+    # Defaults from the synthetic demo's measurements (README "Talos settings"): a weak GRL or
+    # few adversary steps leave the attribute readable by a fresh probe, so the defaults use a
+    # strong, DANN-ramped GRL with several adversary steps per encoder step. The paper presets
+    # pin the released lambda=1, alternating.
     lambda_: float = 10.0  # exposed as `talos.lambda` (renamed below: `lambda` is a keyword)
-    location: str = "embedding"
-    views: str = "augmented"
-    schedule: str = "simultaneous"
+    location: AdversaryLocation = AdversaryLocation.embedding
+    views: AdversaryViews = AdversaryViews.augmented
+    schedule: PassSchedule = PassSchedule.simultaneous
     adversary_steps: int = 10
-    lambda_schedule: str = "dann"
+    lambda_schedule: LambdaSchedule = LambdaSchedule.dann
     adversary_lr: float = 3e-3
+    adversary_weight_decay: float = 0.0
     adversary_hidden: list[int] = field(default_factory=lambda: [64, 64])
     max_epochs: int | None = None
     # Start from this role's SimCLR encoder instead of from scratch (the paper trains from
@@ -192,7 +194,7 @@ class TrainerConfig:
     devices: Any = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: Precision = Precision["32-true"]
     sync_batchnorm: bool = False
     log_every_n_steps: int = 10
     check_val_every_n_epoch: int = 1
@@ -200,12 +202,15 @@ class TrainerConfig:
     fast_dev_run: bool = False
     deterministic: bool = False
     enable_progress_bar: bool = True
+    # last.ckpt is written every epoch; also every N optimizer steps / N minutes (null = off).
+    checkpoint_every_n_steps: int | None = None
+    checkpoint_every_minutes: float | None = None
 
 
 @dataclass
 class LoggerConfig:
     # auto = online when a W&B API key is configured, else offline (sync later with `wandb sync`).
-    mode: str = "auto"
+    mode: LoggerMode = LoggerMode.auto
     project: str = "lightning_talos"
     entity: str | None = None
     tags: list[str] = field(default_factory=list)
@@ -216,7 +221,7 @@ class RunConfig:
     dir: str = "runs"
     name: str = "default"
     # auto: resume a matching run, refuse a changed one; never: start over, replacing outputs.
-    resume: str = "auto"
+    resume: Resume = Resume.auto
 
 
 @dataclass
@@ -227,9 +232,14 @@ class MIAConfig:
     nn_lr: float = 1e-3
     nn_batch_size: int = 256
     # Label-only attacks query the model; they run on a seeded subset of each quarter.
-    label_only_samples: int = 200
-    hsj_iterations: int = 3
-    hsj_grad_samples: int = 20
+    # The boundary search (HopSkipJump-style): the paper's setting is 500 + 500 samples, at
+    # least 7 iterations and about 100 gradient probes; each bisection stops at a relative
+    # bracket `hsj_tolerance` (null = HopSkipJump's d^-1.5) with an absolute L2 floor.
+    label_only_samples: int = 500
+    hsj_iterations: int = 7
+    hsj_grad_samples: int = 100
+    hsj_tolerance: float | None = None
+    hsj_abs_tolerance: float = 1e-5
     aug_n: int = 10
     aug_max_shift: int = 2
     aug_samples: int | None = None  # null = every sample of each quarter
@@ -238,7 +248,7 @@ class MIAConfig:
 
 @dataclass
 class AIAConfig:
-    probes: list[str] = field(default_factory=lambda: ["mlp", "logistic", "knn"])
+    probes: list[AiaProbe] = field(default_factory=lambda: list(AiaProbe))
     mlp_hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
     mlp_lr: float = 0.01
     mlp_epochs: int = 100
@@ -250,10 +260,12 @@ class AIAConfig:
 @dataclass
 class Config:
     seed: int = 0
-    role: str = "target"
+    role: Role = Role.target
     method: str = "contrastive"
-    attacks: list[str] = field(default_factory=lambda: list(MIA_ATTACKS))
+    attacks: list[MiaAttack] = field(default_factory=lambda: list(MiaAttack))
     seeds: list[int] = field(default_factory=list)
+    # Methods an audit covers (registered names; empty = the paper's).
+    methods: list[str] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     simclr: SimCLRConfig = field(default_factory=SimCLRConfig)

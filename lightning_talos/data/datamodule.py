@@ -15,7 +15,7 @@ from lightning_talos.data.pool import NO_ATTRIBUTE, Pool
 from lightning_talos.data.splits import Splits
 
 #: What a stage trains on: SimCLR views, flip-only (supervised, linear), or nothing random.
-USES = ("contrastive", "flip", "eval")
+USES = ("two_views", "flip", "eval")
 
 
 class Sample(NamedTuple):
@@ -115,7 +115,7 @@ class TalosDataModule(pl.LightningDataModule):
         pool: the pooled dataset.
         splits: the run's quarters.
         role: ``target`` or ``shadow``.
-        use: ``contrastive``, ``flip`` or ``eval`` (see :data:`USES`).
+        use: ``two_views`` (SimCLR), ``flip`` or ``eval`` (see :data:`USES`).
         with_original: for PIL contrastive views, also yield the un-augmented image as a third
             view (Talos with ``views=original``).
 
@@ -148,7 +148,7 @@ class TalosDataModule(pl.LightningDataModule):
         size = self.data.image_size
         if self.use == "flip":
             return FlipAugment(size)
-        if self.use == "contrastive" and self.data.aug.mode == "pil":
+        if self.use == "two_views" and self.data.aug.mode == "pil":
             views = TwoViews(SimCLRAugment(**aug_kwargs(self.data.aug, size)))
             return ViewsAndOriginal(views) if self.with_original else views
         return None

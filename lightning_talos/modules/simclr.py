@@ -43,7 +43,15 @@ class SimCLR(pl.LightningModule):
         augment: keyword settings of :class:`BatchedSimCLRAugment`, or None when the loader
             already yields two views.
         channels_last: train in channels-last memory layout.
+
+    The settings have no defaults here: the stage builders pass the typed config sections
+    (``config/schema.py`` is the one source of defaults).
     """
+
+    #: Lightning epochs per training epoch (Talos' alternating schedule makes two passes).
+    passes_per_epoch = 1
+    #: Whether DDP must look for parameters without gradients (Talos' adversary passes).
+    has_unused_parameters = False
 
     def __init__(
         self,
@@ -53,11 +61,11 @@ class SimCLR(pl.LightningModule):
         num_classes: int,
         temperature: float,
         optim: dict[str, Any],
-        probe_lr: float = 1e-3,
-        proj_hidden_dim: int | None = None,
-        proj_dim: int = 256,
-        augment: dict[str, Any] | None = None,
-        channels_last: bool = False,
+        probe_lr: float,
+        proj_hidden_dim: int | None,
+        proj_dim: int,
+        augment: dict[str, Any] | None,
+        channels_last: bool,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -65,6 +73,7 @@ class SimCLR(pl.LightningModule):
         self.projection = ProjectionHead(
             self.embed_dim, hidden_dim=proj_hidden_dim, out_dim=proj_dim
         )
+        self.add_heads()
         self.loss = NTXentLoss(temperature, gather_distributed=True)
         self.probe = nn.Linear(self.embed_dim, num_classes)
         self.augment = BatchedSimCLRAugment(**augment) if augment else None
@@ -73,9 +82,30 @@ class SimCLR(pl.LightningModule):
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
 
+    def add_heads(self) -> None:
+        """Where a subclass adds its own heads (``self.hparams`` holds all its settings).
+
+        They are built after the projection and before the online probe, so that seeded
+        initialisations do not depend on which subclass is trained."""
+
     def forward(self, images: Tensor) -> Tensor:
         """Embedding h of float images ``[B,3,S,S]`` -> ``[B,d]``."""
         return self.backbone(layout(images, self.hparams.channels_last))
+
+    def encode_views(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """Embeddings h ``[2B,d]`` and projections z ``[2B,p]`` of the batch's two views."""
+        v1, v2 = two_views(batch.image, self.augment, self.hparams.channels_last)
+        h = self.backbone(torch.cat([v1, v2]))
+        return h, self.projection(h)
+
+    def probe_losses(self, batch: Any, h: Tensor) -> dict[str, Tensor]:
+        """``probe_loss`` and ``probe_acc`` of the online probe on detached views ``h``."""
+        labels = batch.label.repeat(len(h) // len(batch.label))
+        logits = self.probe(h.detach())
+        return {
+            "probe_loss": F.cross_entropy(logits, labels),
+            "probe_acc": (logits.argmax(1) == labels).float().mean(),
+        }
 
     def step_losses(self, batch: Any) -> dict[str, Tensor]:
         """``nce_loss``, ``probe_loss`` and ``probe_acc`` of a training batch (two views each).
@@ -83,16 +113,8 @@ class SimCLR(pl.LightningModule):
         The optimised loss is ``nce_loss + probe_loss``; the probe reads ``h.detach()``, so its
         gradients never reach the encoder.
         """
-        v1, v2 = two_views(batch.image, self.augment, self.hparams.channels_last)
-        h = self.backbone(torch.cat([v1, v2]))
-        z1, z2 = self.projection(h).chunk(2)
-        labels = batch.label.repeat(2)
-        probe_logits = self.probe(h.detach())
-        return {
-            "nce_loss": self.loss(z1, z2),
-            "probe_loss": F.cross_entropy(probe_logits, labels),
-            "probe_acc": (probe_logits.argmax(1) == labels).float().mean(),
-        }
+        h, z = self.encode_views(batch)
+        return {"nce_loss": self.loss(*z.chunk(2)), **self.probe_losses(batch, h)}
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         losses = self.step_losses(batch)

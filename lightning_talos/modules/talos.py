@@ -5,26 +5,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_talos.data.batched_aug import BatchedSimCLRAugment
-from lightning_talos.losses.ntxent import NTXentLoss
-from lightning_talos.models.backbones import build_backbone
 from lightning_talos.models.grl import grad_reverse
-from lightning_talos.models.heads import AdversaryHead, ProjectionHead
-from lightning_talos.modules.common import (
-    MEMBERS,
-    MemberAccuracy,
-    configure_optim,
-    encoder_groups,
-    layout,
-    two_views,
-)
-from lightning_talos.modules.window import WindowMeans, log_window
+from lightning_talos.models.heads import AdversaryHead
+from lightning_talos.modules.common import MEMBERS, configure_optim, encoder_groups, layout
+from lightning_talos.modules.simclr import SimCLR
+from lightning_talos.modules.window import log_window
 
 
 def dann_lambda(lambda_max: float, progress: float) -> float:
@@ -32,29 +22,29 @@ def dann_lambda(lambda_max: float, progress: float) -> float:
     return lambda_max * (2.0 / (1.0 + math.exp(-10.0 * min(max(progress, 0.0), 1.0))) - 1.0)
 
 
-class Talos(pl.LightningModule):
+class Talos(SimCLR):
     """SimCLR encoder trained to minimise NT-Xent while an adversary D reads the attribute.
 
     Loss of the encoder: ``NT-Xent(z1, z2) + CE(D(GRL_lambda(r)), attribute)``, where r is the
     embedding h or the projection z (``location``) of the augmented views or of the original
     image (``views``). The gradient-reversal layer makes the encoder *maximise* D's loss while D
-    minimises it.
+    minimises it. Backbone, projection, NT-Xent and the online probe are SimCLR's.
 
-    Schedules (manual optimisation):
+    Schedules (manual optimisation), all decided here:
         ``simultaneous``: every step first takes ``adversary_steps`` updates of D on detached r,
         then one step of encoder and D together through the GRL.
-        ``alternating`` (the released code): Lightning epochs alternate between a pass that
-        steps only the encoder (D frozen) and a pass that steps only D on representations
-        computed without a graph, so the trainer runs ``2 x`` the Talos epochs. The released
-        code's discriminator was sized for the embedding even at ``location=projection`` and
-        put a ReLU on its logits; here D is sized from r and its logits are linear.
+        ``alternating`` (the released code): passes over the data alternate between one that
+        steps only the encoder (D frozen) and one that steps only D on representations
+        computed without a graph. Each training epoch is two Lightning epochs
+        (:attr:`passes_per_epoch`); the encoder's learning-rate schedule spans its own passes.
+        The released code's discriminator was sized for the embedding even at
+        ``location=projection`` and put a ReLU on its logits; here D is sized from r and its
+        logits are linear.
 
-    Under DDP the adversary pass leaves the encoder without gradients: run with
-    ``ddp_find_unused_parameters_true`` (the stage runner does).
+    Under DDP the adversary pass leaves the encoder without gradients
+    (:attr:`has_unused_parameters`; the stage runner picks the DDP strategy from it).
 
     Args:
-        backbone, stem, num_classes, temperature, optim, probe_lr, proj_hidden_dim, proj_dim,
-        augment, channels_last: as :class:`~lightning_talos.modules.simclr.SimCLR`.
         num_attribute_classes: classes of the sensitive attribute.
         lambda_: GRL strength (its maximum under the DANN ramp).
         location: ``embedding`` or ``projection``.
@@ -63,53 +53,44 @@ class Talos(pl.LightningModule):
         adversary_steps: extra D updates per encoder update (simultaneous schedule).
         lambda_schedule: ``constant`` or ``dann``.
         adversary_lr: Adam learning rate of D.
+        adversary_weight_decay: Adam weight decay of D.
         adversary_hidden: hidden sizes of D.
+        **simclr: the settings of :class:`~lightning_talos.modules.simclr.SimCLR`.
     """
+
+    has_unused_parameters = True
 
     def __init__(
         self,
         *,
-        backbone: str,
-        stem: str,
-        num_classes: int,
         num_attribute_classes: int,
-        temperature: float,
-        optim: dict[str, Any],
-        lambda_: float = 1.0,
-        location: str = "embedding",
-        views: str = "augmented",
-        schedule: str = "simultaneous",
-        adversary_steps: int = 5,
-        lambda_schedule: str = "dann",
-        adversary_lr: float = 1e-3,
-        adversary_hidden: tuple[int, ...] = (64, 64),
-        probe_lr: float = 1e-3,
-        proj_hidden_dim: int | None = None,
-        proj_dim: int = 256,
-        augment: dict[str, Any] | None = None,
-        channels_last: bool = False,
+        lambda_: float,
+        location: str,
+        views: str,
+        schedule: str,
+        adversary_steps: int,
+        lambda_schedule: str,
+        adversary_lr: float,
+        adversary_weight_decay: float,
+        adversary_hidden: tuple[int, ...],
+        **simclr: Any,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
+        # SimCLR's save_hyperparameters records these settings too; its add_heads() builds D.
+        super().__init__(**simclr)
         self.automatic_optimization = False
-        self.backbone, self.embed_dim = build_backbone(backbone, stem=stem)
-        self.projection = ProjectionHead(
-            self.embed_dim, hidden_dim=proj_hidden_dim, out_dim=proj_dim
-        )
-        r_dim = self.embed_dim if location == "embedding" else proj_dim
-        self.adversary = AdversaryHead(r_dim, num_attribute_classes, hidden=adversary_hidden)
-        self.loss = NTXentLoss(temperature, gather_distributed=True)
-        self.probe = nn.Linear(self.embed_dim, num_classes)
-        self.augment = BatchedSimCLRAugment(**augment) if augment else None
-        self.accuracy = MemberAccuracy(num_classes)
         self.adversary_acc = MulticlassAccuracy(num_attribute_classes, average="micro")
-        self.window = WindowMeans()
-        if channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
+        self.passes_per_epoch = 2 if schedule == "alternating" else 1
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Embedding h of images ``[B,3,S,S]`` -> ``[B,d]``."""
-        return self.backbone(layout(images, self.hparams.channels_last))
+    def add_heads(self) -> None:
+        """The adversary D, sized from the representation it reads."""
+        hp = self.hparams
+        r_dim = self.embed_dim if hp.location == "embedding" else hp.proj_dim
+        self.adversary = AdversaryHead(r_dim, hp.num_attribute_classes, hidden=hp.adversary_hidden)
+
+    @property
+    def is_adversary_pass(self) -> bool:
+        """True in the passes of the alternating schedule that train D alone."""
+        return self.passes_per_epoch == 2 and self.current_epoch % 2 == 1
 
     def current_lambda(self, batch_idx: int) -> float:
         """GRL strength at this point of training (progress counted in batches, not optimiser
@@ -124,9 +105,7 @@ class Talos(pl.LightningModule):
 
     def _encode(self, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
         """NT-Xent loss, the representation r the adversary reads, and h of the views."""
-        v1, v2 = two_views(batch.image, self.augment, self.hparams.channels_last)
-        h = self.backbone(torch.cat([v1, v2]))
-        z = self.projection(h)
+        h, z = self.encode_views(batch)
         nce = self.loss(*z.chunk(2))
         if self.hparams.views == "original":
             original = layout(self._original(batch.image), self.hparams.channels_last)
@@ -153,34 +132,37 @@ class Talos(pl.LightningModule):
         opt_adv.step()
         return logits
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    def _encoder_update(self, batch: Any, lam: float) -> tuple[Tensor, Tensor, Tensor]:
+        """D's extra steps (simultaneous), then encoder (+ D) through the GRL."""
         opt_enc, opt_adv = self.optimizers()
+        nce, r, h = self._encode(batch)
+        attrs = self._targets(batch, r)
+        simultaneous = self.hparams.schedule == "simultaneous"
+        if simultaneous:
+            for _ in range(self.hparams.adversary_steps):
+                self._adversary_update(r, attrs)
+        self.adversary.requires_grad_(simultaneous)
+        logits = self.adversary(grad_reverse(r, lam))
+        adv_loss = F.cross_entropy(logits, attrs)
+        probe_loss = self.probe_losses(batch, h)["probe_loss"]
+        opt_enc.zero_grad()
+        opt_adv.zero_grad()
+        self.manual_backward(nce + adv_loss + probe_loss)
+        opt_enc.step()
+        if simultaneous:
+            opt_adv.step()
+        self.adversary.requires_grad_(True)
+        self.lr_schedulers().step()
+        return nce, r, logits
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
         lam = self.current_lambda(batch_idx)
-        adversary_pass = self.hparams.schedule == "alternating" and self.current_epoch % 2 == 1
-        if adversary_pass:
+        if self.is_adversary_pass:
             with torch.no_grad():
-                nce, r, h = self._encode(batch)
+                nce, r, _ = self._encode(batch)
             logits = self._adversary_update(r, self._targets(batch, r))
         else:
-            nce, r, h = self._encode(batch)
-            attrs = self._targets(batch, r)
-            simultaneous = self.hparams.schedule == "simultaneous"
-            if simultaneous:
-                for _ in range(self.hparams.adversary_steps):
-                    self._adversary_update(r, attrs)
-            self.adversary.requires_grad_(simultaneous)
-            logits = self.adversary(grad_reverse(r, lam))
-            adv_loss = F.cross_entropy(logits, attrs)
-            labels = batch.label.repeat(2)
-            probe_loss = F.cross_entropy(self.probe(h.detach()), labels)
-            opt_enc.zero_grad()
-            opt_adv.zero_grad()
-            self.manual_backward(nce + adv_loss + probe_loss)
-            opt_enc.step()
-            if simultaneous:
-                opt_adv.step()
-            self.adversary.requires_grad_(True)
-            self.lr_schedulers().step()
+            nce, r, logits = self._encoder_update(batch, lam)
         adv_acc = (logits.argmax(1) == self._targets(batch, r)).float().mean()
         self.window.add(nce_loss=nce, adv_acc=adv_acc, **{"lambda": lam})
         log_window(self, self.window, batch_idx, prog_bar=("nce_loss", "adv_acc"))
@@ -200,13 +182,15 @@ class Talos(pl.LightningModule):
         if metrics:
             self.log_dict(metrics)
 
-    def configure_optimizers(self) -> tuple[list[Any], list[Any]]:
+    def configure_optimizers(self) -> tuple[list[Any], list[Any]]:  # type: ignore[override]
         optim = self.hparams.optim
         groups = encoder_groups(self, optim["weight_decay"])
-        # The encoder steps once per batch, and only in every other epoch when alternating.
-        steps = int(self.trainer.estimated_stepping_batches)
-        if self.hparams.schedule == "alternating":
-            steps = max(1, steps // 2)
+        # The encoder steps once per batch of its own passes only.
+        steps = max(1, int(self.trainer.estimated_stepping_batches) // self.passes_per_epoch)
         encoder = configure_optim(self, groups, optim, total_steps=steps)
-        adversary = torch.optim.Adam(self.adversary.parameters(), lr=self.hparams.adversary_lr)
+        adversary = torch.optim.Adam(
+            self.adversary.parameters(),
+            lr=self.hparams.adversary_lr,
+            weight_decay=self.hparams.adversary_weight_decay,
+        )
         return [encoder["optimizer"], adversary], [encoder["lr_scheduler"]]

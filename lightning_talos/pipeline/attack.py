@@ -1,9 +1,8 @@
-"""The attack stages: membership inference (mia) and attribute inference (aia) on one method."""
+"""The paper's two attack stages on one method's model: membership inference (``compute_mia``)
+and attribute inference (``compute_aia``), with what each writes into ``results.json``."""
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,12 @@ from lightning_talos.attacks.membership import METRICS, metric_attack, nn_attack
 from lightning_talos.attacks.outputs import ModelOutputs, SplitOutputs
 from lightning_talos.data.datamodule import as_float
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline.context import MODEL_STAGE, RunContext
-from lightning_talos.pipeline.features import device, load_classifier, model_outputs
-from lightning_talos.pipeline.rundir import (
-    check_reusable,
-    new_manifest,
-    read_manifest,
-    stage_config,
-    write_json,
-)
-from lightning_talos.pipeline.training import require_done
+from lightning_talos.pipeline.context import RunContext
+from lightning_talos.pipeline.features import ModelSource, device
+from lightning_talos.pipeline.results import AIA_KEYS, MIA_KEYS
+from lightning_talos.pipeline.rundir import run_root
 from lightning_talos.pipeline.wandb_log import log_attack
+from lightning_talos.report.claims import encode_correct
 from lightning_talos.report.plots import plot_roc
 
 
@@ -40,45 +34,12 @@ def accuracy(outputs: SplitOutputs) -> float:
     return float((outputs.logits.argmax(1) == outputs.labels).float().mean())
 
 
-def utility(outputs: ModelOutputs) -> dict[str, float]:
-    """Train (member) and test (non-member) accuracy and their gap, from eval-mode outputs."""
+def utility(outputs: ModelOutputs) -> dict[str, Any]:
+    """Train (member) and test (non-member) accuracy, their gap, and per-sample test correctness
+    (for the paired utility interval of claim 3), from eval-mode outputs."""
     train, test = accuracy(outputs.members), accuracy(outputs.nonmembers)
-    return {"train_acc": train, "test_acc": test, "gap": train - test}
-
-
-def attack_inputs(ctx: RunContext, kind: str) -> dict[str, str]:
-    """Completion ids of the models an attack stage reads."""
-    stage = MODEL_STAGE[ctx.cfg.method]
-    roles = ("target", "shadow") if kind == "mia" else ("target",)
-    return {f"{stage}-{r}": require_done(ctx, stage, r)["completion_id"] for r in roles}
-
-
-def run_attack_stage(
-    ctx: RunContext, kind: str, compute: Callable[[RunContext], dict[str, Any]]
-) -> Path:
-    """Run (or reuse) ``<run>/<kind>-<method>/<kind>.json``; returns its path."""
-    out_dir = ctx.root / f"{kind}-{ctx.cfg.method}"
-    path = out_dir / f"{kind}.json"
-    config = stage_config(ctx.cfg, kind)
-    inputs = attack_inputs(ctx, kind)
-    manifest = read_manifest(out_dir)
-    if manifest is not None and ctx.cfg.run.resume != "never":
-        check_reusable(manifest, config, out_dir)
-        if manifest.get("status") == "done" and manifest.get("inputs") == inputs and path.is_file():
-            print(f"[{kind}-{ctx.cfg.method}] already done: {path}")
-            return path
-    started = time.time()
-    manifest = new_manifest(kind, None, config, inputs=inputs, split_hash=ctx.splits.hash)
-    write_json(out_dir / "manifest.json", manifest)
-    result = compute(ctx)
-    write_json(path, result)
-    manifest.update(
-        status="done",
-        completion_id=uuid.uuid4().hex,
-        wall_time_s=round(time.time() - started, 2),
-    )
-    write_json(out_dir / "manifest.json", manifest)
-    return path
+    test_correct = encode_correct(outputs.nonmembers.logits.argmax(1), outputs.nonmembers.labels)
+    return {"train_acc": train, "test_acc": test, "gap": train - test, "test_correct": test_correct}
 
 
 def _subset(indices: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -88,10 +49,11 @@ def _subset(indices: np.ndarray, n: int | None, seed: int) -> np.ndarray:
 
 
 def _query_scores(
-    ctx: RunContext, stage: str, role: str, score: Callable[..., np.ndarray], n: int | None
+    source: ModelSource, role: str, score: Callable[..., np.ndarray], n: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Label-only scores of one model on seeded subsets of its members and non-members."""
-    model = load_classifier(ctx, stage, role)
+    ctx = source.ctx
+    model = source.classifier(role)
     splits, pool = ctx.splits, ctx.pool
     scores, membership = [], []
     for member, indices in ((1, splits.members(role)), (0, splits.nonmembers(role))):
@@ -104,14 +66,16 @@ def _query_scores(
     return np.concatenate(scores), np.concatenate(membership)
 
 
-def _label_only(ctx: RunContext, stage: str, name: str) -> dict[str, Any]:
+def _label_only(source: ModelSource, name: str) -> dict[str, Any]:
+    ctx = source.ctx
     mia = ctx.cfg.mia
     if name == "label_only":
 
         def score(model: Any, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
             return boundary_distance(
                 model, x, y, num_iterations=mia.hsj_iterations,
-                grad_samples=mia.hsj_grad_samples, seed=ctx.cfg.seed,
+                grad_samples=mia.hsj_grad_samples, tolerance=mia.hsj_tolerance,
+                abs_tolerance=mia.hsj_abs_tolerance, seed=ctx.cfg.seed,
             )  # fmt: skip
 
         n = mia.label_only_samples
@@ -123,19 +87,19 @@ def _label_only(ctx: RunContext, stage: str, name: str) -> dict[str, Any]:
             )
 
         n = mia.aug_samples
-    shadow = _query_scores(ctx, stage, "shadow", score, n)
-    target = _query_scores(ctx, stage, "target", score, n)
+    shadow = _query_scores(source, "shadow", score, n)
+    target = _query_scores(source, "target", score, n)
     return label_only_attack(*shadow, *target, n_bootstrap=mia.bootstrap, seed=ctx.cfg.seed)
 
 
-def compute_mia(ctx: RunContext) -> dict[str, Any]:
-    """Every configured membership attack against the method's target model."""
+def compute_mia(ctx: RunContext, source: ModelSource) -> dict[str, Any]:
+    """Every configured membership attack against the method's target model, calibrated on its
+    shadow model."""
     cfg = ctx.cfg
-    stage = MODEL_STAGE[cfg.method]
-    target = model_outputs(ctx, stage, "target")
-    shadow = model_outputs(ctx, stage, "shadow")
+    target = source.outputs("target")
+    shadow = source.outputs("shadow")
     attacks: dict[str, Any] = {}
-    for name in cfg.attacks:
+    for name in map(str, cfg.attacks):
         if name == "nn":
             attacks["nn"] = _nn(cfg, shadow, target)
         elif name == "metric":
@@ -144,9 +108,9 @@ def compute_mia(ctx: RunContext) -> dict[str, Any]:
                     shadow, target, metric, n_bootstrap=cfg.mia.bootstrap, seed=cfg.seed
                 )
         else:
-            attacks[name] = _label_only(ctx, stage, name)
+            attacks[name] = _label_only(source, name)
     return {
-        "method": cfg.method,
+        "method": source.method,
         "target": utility(target),
         "shadow": utility(shadow),
         "attacks": attacks,
@@ -168,7 +132,7 @@ def _nn(cfg: DictConfig, shadow: ModelOutputs, target: ModelOutputs) -> dict[str
     }
 
 
-def compute_aia(ctx: RunContext) -> dict[str, Any]:
+def compute_aia(ctx: RunContext, source: ModelSource) -> dict[str, Any]:
     """Fresh probes on the target's embeddings: trained on members, scored on non-members.
 
     Raises:
@@ -180,14 +144,14 @@ def compute_aia(ctx: RunContext) -> dict[str, Any]:
             f"{cfg.data.name} has no sensitive attribute: attribute inference needs "
             "utkface, celeba or synthetic"
         )
-    target = model_outputs(ctx, MODEL_STAGE[cfg.method], "target")
+    target = source.outputs("target")
     train, test = target.members, target.nonmembers
     assert train.attributes is not None and test.attributes is not None  # has_attribute
     probes = run_probes(
         train.embeddings.numpy(), train.attributes.numpy(),
         test.embeddings.numpy(), test.attributes.numpy(),
         ctx.pool.num_attribute_classes,
-        probes=tuple(cfg.aia.probes),
+        probes=tuple(map(str, cfg.aia.probes)),
         mlp_kwargs={
             "hidden": tuple(cfg.aia.mlp_hidden), "lr": cfg.aia.mlp_lr,
             "epochs": cfg.aia.mlp_epochs, "batch_size": cfg.aia.mlp_batch_size,
@@ -196,7 +160,7 @@ def compute_aia(ctx: RunContext) -> dict[str, Any]:
     )  # fmt: skip
     strongest = probes.pop("strongest")
     return {
-        "method": cfg.method,
+        "method": source.method,
         "num_classes": ctx.pool.num_attribute_classes,
         "majority_baseline": probes[strongest]["majority_baseline"],
         "probes": probes,
@@ -205,25 +169,40 @@ def compute_aia(ctx: RunContext) -> dict[str, Any]:
     }
 
 
-def run_mia(cfg: DictConfig, ctx: RunContext | None = None) -> Path:
-    """``lightning-talos mia``: writes ``mia.json`` and ``roc.png``; returns the JSON path."""
-    ctx = ctx or RunContext(cfg)
-    path = run_attack_stage(ctx, "mia", compute_mia)
-    result = _read(path)
-    png = plot_roc(result["attacks"], path.with_name("roc.png"), title=f"MIA on {cfg.method}")
-    log_attack(cfg, ctx.root, f"mia-{cfg.method}", result, image=png)
-    return path
+def finish_mia(cfg: DictConfig, out_dir: Path, result: dict[str, Any]) -> None:
+    """``roc.png`` beside ``mia.json`` and the W&B run of the stage."""
+    method = result["method"]
+    png = plot_roc(result["attacks"], out_dir / "roc.png", title=f"MIA on {method}")
+    log_attack(cfg, run_root(cfg), out_dir.name, result, image=png)
 
 
-def run_aia(cfg: DictConfig, ctx: RunContext | None = None) -> Path:
-    """``lightning-talos aia``: writes ``aia.json``; returns its path."""
-    ctx = ctx or RunContext(cfg)
-    path = run_attack_stage(ctx, "aia", compute_aia)
-    log_attack(cfg, ctx.root, f"aia-{cfg.method}", _read(path))
-    return path
+def finish_aia(cfg: DictConfig, out_dir: Path, result: dict[str, Any]) -> None:
+    """The W&B run of the stage."""
+    log_attack(cfg, run_root(cfg), out_dir.name, result)
 
 
-def _read(path: Path) -> dict[str, Any]:
-    import json
+def summarize_mia(result: dict[str, Any]) -> dict[str, Any]:
+    """``results.json``'s ``mia`` entry of a method: the headline keys of every attack."""
+    return {name: _mia_entry(a) for name, a in result["attacks"].items()}
 
-    return json.loads(path.read_text())
+
+def summarize_aia(result: dict[str, Any]) -> dict[str, Any]:
+    """``results.json``'s ``aia`` entry of a method: every probe, the baseline, the strongest."""
+    probes = {
+        name: {**{k: p[k] for k in AIA_KEYS}, "ci95": p["ci95"]}
+        for name, p in result["probes"].items()
+    }
+    return {
+        **probes,
+        "majority_baseline": result["majority_baseline"],
+        "strongest": result["strongest"],
+    }
+
+
+def _mia_entry(attack: dict[str, Any]) -> dict[str, Any]:
+    entry = {k: attack[k] for k in MIA_KEYS}
+    entry["ci95"] = attack["ci95"]
+    entry["n_members"] = attack.get("n_members")
+    entry["n_nonmembers"] = attack.get("n_nonmembers")
+    entry["roc"] = attack.get("roc")
+    return entry

@@ -15,59 +15,78 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline.attack import run_aia, run_mia
-from lightning_talos.pipeline.context import MODEL_STAGE, RunContext
+from lightning_talos.pipeline.attacking import attack_inputs, run_attack_stage
+from lightning_talos.pipeline.context import RunContext
 from lightning_talos.pipeline.results import build_results
-from lightning_talos.pipeline.rundir import check_reusable, read_manifest, stage_config, write_json
-from lightning_talos.pipeline.training import (
-    TRAIN_STAGES,
-    decide,
-    stage_epochs,
-    train_stage,
-    upstream,
+from lightning_talos.pipeline.rundir import decide, read_manifest, stage_config, write_json
+from lightning_talos.pipeline.stages import (
+    REGISTRY,
+    ROLES,
+    AttackStage,
+    Method,
+    TrainStage,
+    audited_methods,
+    upstream_closure,
 )
-
-ROLES = ("target", "shadow")
+from lightning_talos.pipeline.training import run_train_stage, upstream_inputs
 
 
 @dataclass(frozen=True)
 class Node:
-    """One stage of the graph: a training stage for a role, or an attack on a method."""
+    """One stage of the graph: a training stage for a role, or an attack stage on a method."""
 
-    kind: str  # a TRAIN_STAGES key, "mia" or "aia"
-    role: str | None = None
-    method: str | None = None
+    stage: TrainStage | AttackStage
+    key: str  # the role of a training stage, the method of an attack stage
+    method: Method | None = None
     deps: tuple[Node, ...] = ()
 
     @property
     def name(self) -> str:
-        return f"{self.kind}-{self.role or self.method}"
+        return f"{self.stage.name}-{self.key}"
 
 
 def graph(cfg: DictConfig, with_attribute: bool) -> list[Node]:
-    """All nodes in dependency order (Talos and AIA need a sensitive attribute)."""
-    stages = ["pretrain", "linear", "supervised"]
-    if with_attribute:
-        stages += ["talos", "talos_linear"]
+    """All nodes in dependency order (stages and methods that need a sensitive attribute are
+    left out when the dataset has none)."""
+    methods = audited_methods(cfg, with_attribute=with_attribute)
+    names: list[str] = []
+    for method in methods:
+        names += [s for s in upstream_closure(cfg, method.model_stage) if s not in names]
+    ordered = [s for s in REGISTRY.train.values() if s.name in names]  # registration order
     nodes: dict[str, Node] = {}
-    for stage in stages:
+    for stage in ordered:
         for role in ROLES:
-            source = upstream(cfg, stage)
-            deps = (nodes[f"{source}-{role}"],) if source else ()
-            nodes[f"{stage}-{role}"] = Node(stage, role=role, deps=deps)
-    methods = ["supervised", "contrastive", *(["talos"] if with_attribute else [])]
-    for kind in ("mia", "aia") if with_attribute else ("mia",):
+            deps = tuple(nodes[f"{u}-{role}"] for u in stage.upstream(cfg))
+            nodes[f"{stage.name}-{role}"] = Node(stage, role, deps=deps)
+    for attack in REGISTRY.attack.values():
+        if attack.needs_attribute and not with_attribute:
+            continue
         for method in methods:
-            roles = ROLES if kind == "mia" else ("target",)
-            deps = tuple(nodes[f"{MODEL_STAGE[method]}-{r}"] for r in roles)
-            nodes[f"{kind}-{method}"] = Node(kind, method=method, deps=deps)
+            deps = tuple(nodes[f"{method.model_stage}-{r}"] for r in attack.roles)
+            nodes[f"{attack.name}-{method.name}"] = Node(attack, method.name, method, deps)
     return list(nodes.values())
 
 
 def node_dir(ctx: RunContext, node: Node) -> Path:
-    if node.kind in TRAIN_STAGES:
-        return ctx.stage_dir(node.kind, node.role or "")
-    return ctx.root / f"{node.kind}-{node.method}"
+    return ctx.stage_dir(node.stage.name, node.key)
+
+
+def _decide(ctx: RunContext, node: Node) -> str:
+    """:func:`decide` for a node whose upstream stages are all done."""
+    stage = node.stage
+    common = {
+        "config": stage_config(ctx.cfg, stage.sections),
+        "split_hash": ctx.splits.hash,
+        "resume": ctx.cfg.run.resume,
+        "where": node_dir(ctx, node),
+    }
+    manifest = read_manifest(node_dir(ctx, node))
+    if isinstance(stage, TrainStage):
+        inputs = upstream_inputs(ctx, stage, node.key)
+        return decide(manifest, inputs=inputs, epochs=stage.epochs(ctx.cfg), **common)
+    assert node.method is not None  # attack nodes always carry their method
+    inputs = attack_inputs(ctx, stage, node.method)
+    return decide(manifest, inputs=inputs, output=node_dir(ctx, node) / stage.output, **common)
 
 
 def plan(ctx: RunContext, nodes: list[Node]) -> dict[Node, str]:
@@ -79,37 +98,25 @@ def plan(ctx: RunContext, nodes: list[Node]) -> dict[Node, str]:
     actions: dict[Node, str] = {}
     for node in nodes:
         manifest = read_manifest(node_dir(ctx, node))
-        config = stage_config(ctx.cfg, node.kind)
-        if manifest is not None and ctx.cfg.run.resume != "never":
-            check_reusable(manifest, config, node_dir(ctx, node))
         if any(actions[d] != "done" for d in node.deps):
+            if manifest is not None and ctx.cfg.run.resume != "never":
+                decide(  # refuses changed settings before anything runs
+                    manifest, config=stage_config(ctx.cfg, node.stage.sections),
+                    inputs=manifest.get("inputs", {}), split_hash=ctx.splits.hash,
+                    resume=ctx.cfg.run.resume, where=node_dir(ctx, node),
+                )  # fmt: skip
             actions[node] = "stale" if manifest else "fresh"
             continue
-        ids = {d: read_manifest(node_dir(ctx, d))["completion_id"] for d in node.deps}
-        # training stages key their inputs by stage, attack stages by stage-role
-        inputs = {d.kind if node.kind in TRAIN_STAGES else d.name: v for d, v in ids.items()}
-        if node.kind in TRAIN_STAGES:
-            actions[node] = decide(
-                manifest, config=config, inputs=inputs, split_hash=ctx.splits.hash,
-                epochs=stage_epochs(ctx, node.kind), resume=ctx.cfg.run.resume,
-                where=node_dir(ctx, node),
-            )  # fmt: skip
-        else:
-            done = manifest is not None and manifest.get("status") == "done"
-            fresh = ctx.cfg.run.resume == "never" or not done
-            stale = done and manifest.get("inputs") != inputs
-            actions[node] = "fresh" if fresh else "stale" if stale else "done"
+        actions[node] = _decide(ctx, node)
     return actions
 
 
 def _run_node(ctx: RunContext, node: Node) -> None:
-    if node.kind in TRAIN_STAGES:
-        train_stage(ctx, node.kind, node.role or "")
-        return
-    cfg = OmegaConf.merge(ctx.cfg, {"method": node.method})
-    sub = RunContext(cfg)
-    sub.__dict__.update(pool=ctx.pool, splits=ctx.splits)  # share the loaded data
-    (run_mia if node.kind == "mia" else run_aia)(cfg, sub)
+    if isinstance(node.stage, TrainStage):
+        run_train_stage(ctx, node.stage, node.key)
+    else:
+        assert node.method is not None
+        run_attack_stage(ctx, node.stage, node.method)
 
 
 def audit_one(cfg: DictConfig, *, dry_run: bool = False) -> Path | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -13,35 +11,43 @@ from lightning_talos.data.registry import load_pool
 from lightning_talos.data.splits import Splits, member_split, resolve_splits
 from lightning_talos.pipeline.rundir import run_root
 
-#: The model each attacked method is: which training stage produced its classifier.
-MODEL_STAGE = {"supervised": "supervised", "contrastive": "linear", "talos": "talos_linear"}
 
-#: The encoder stage a linear stage reads, per method.
-ENCODER_STAGE = {"contrastive": "pretrain", "talos": "talos"}
-
-
-@dataclass
 class RunContext:
-    """Lazily loaded, shared state of one run (one process may run many stages)."""
+    """Shared state of one run (one process may run many stages).
 
-    cfg: DictConfig
+    Args:
+        cfg: the composed config.
+        pool: the loaded pool, when the caller already has it (loaded lazily otherwise).
+        splits: the run's quarters, likewise.
+    """
+
+    def __init__(
+        self, cfg: DictConfig, *, pool: Pool | None = None, splits: Splits | None = None
+    ) -> None:
+        self.cfg = cfg
+        self._pool = pool
+        self._splits = splits
 
     @property
     def root(self) -> Path:
         return run_root(self.cfg)
 
-    @cached_property
+    @property
     def pool(self) -> Pool:
-        return load_pool(self.cfg.data, seed=self.cfg.seed)
+        if self._pool is None:
+            self._pool = load_pool(self.cfg.data, seed=self.cfg.seed)
+        return self._pool
 
-    @cached_property
+    @property
     def splits(self) -> Splits:
         """The run's quarters, saved in ``<run>/splits.json`` and never re-drawn."""
-        computed = member_split(
-            len(self.pool), seed=self.cfg.seed, pool_size=self.cfg.data.pool_size
-        )
-        return resolve_splits(computed, self.root / "splits.json")
+        if self._splits is None:
+            computed = member_split(
+                len(self.pool), seed=self.cfg.seed, pool_size=self.cfg.data.pool_size
+            )
+            self._splits = resolve_splits(computed, self.root / "splits.json")
+        return self._splits
 
-    def stage_dir(self, stage: str, role: str) -> Path:
-        """``<run.dir>/<run.name>/<stage>-<role>``."""
-        return self.root / f"{stage}-{role}"
+    def stage_dir(self, stage: str, key: str) -> Path:
+        """``<run.dir>/<run.name>/<stage>-<key>`` (key: a role, or the attacked method)."""
+        return self.root / f"{stage}-{key}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,8 @@ from torch import Tensor
 from lightning_talos.attacks.outputs import ModelOutputs, SplitOutputs
 from lightning_talos.data.datamodule import TalosDataModule
 from lightning_talos.data.splits import QUARTERS
-from lightning_talos.modules.classifier import LinearClassifier, SupervisedClassifier
 from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.training import require_done
+from lightning_talos.pipeline.rundir import require_done
 from lightning_talos.safe_load import checkpoint_error, file_digest, load_arrays, save_arrays
 
 
@@ -21,21 +22,77 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_classifier(ctx: RunContext, stage: str, role: str) -> torch.nn.Module:
-    """A trained classifier (``supervised``, ``linear`` or ``talos_linear``) in eval mode.
+@dataclass(frozen=True)
+class ModelSource:
+    """The attacked model of one method: a finished classifier stage, per role.
 
-    Raises:
-        UserError: when the stage has not finished (naming the command) or its checkpoint is
-            unreadable.
+    Args:
+        ctx: the run.
+        method: the method's name (as in ``results.json``).
+        stage: the classifier stage's name (its folders are ``<stage>-<role>``).
+        load: loads the classifier from a checkpoint path.
+        rebuild: the command that trains the stage for a role (``{role}`` is filled in).
     """
-    require_done(ctx, stage, role)
-    path = ctx.stage_dir(stage, role) / "checkpoints" / "last.ckpt"
-    cls = SupervisedClassifier if stage == "supervised" else LinearClassifier
-    try:
-        model = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, foreign or hostile (nothing in it is run): one line
-        raise checkpoint_error(path, err) from None
-    return model.to(device()).eval()
+
+    ctx: RunContext
+    method: str
+    stage: str
+    load: Callable[[Path], torch.nn.Module]
+    rebuild: str
+
+    def folder(self, role: str) -> Path:
+        return self.ctx.stage_dir(self.stage, role)
+
+    def manifest(self, role: str) -> dict[str, Any]:
+        """The stage's finished manifest.
+
+        Raises:
+            UserError: when it has not finished, naming the command that trains it.
+        """
+        return require_done(self.folder(role), self.rebuild.format(role=role))
+
+    def classifier(self, role: str) -> torch.nn.Module:
+        """The trained classifier of ``role`` in eval mode.
+
+        Raises:
+            UserError: when the stage has not finished or its checkpoint is unreadable.
+        """
+        self.manifest(role)
+        path = self.folder(role) / "checkpoints" / "last.ckpt"
+        try:
+            model = self.load(path)
+        except Exception as err:  # truncated, foreign or hostile (nothing in it is run): one line
+            raise checkpoint_error(path, err) from None
+        return model.to(device()).eval()
+
+    def quarters(self, role: str) -> dict[str, SplitOutputs]:
+        """The model's outputs on all four quarters, from ``<run>/features/`` when cached.
+
+        The cache is keyed by the model's completion id (a retrained model gets a new one), the
+        split hash and the checkpoint's bytes (a replaced checkpoint is noticed); a stale or
+        unreadable cache is recomputed. It is a NumPy archive, so reading it runs no code.
+        """
+        ctx = self.ctx
+        path = ctx.root / "features" / f"{self.stage}-{role}.npz"
+        checkpoint = self.folder(role) / "checkpoints" / "last.ckpt"
+        key = {
+            "completion_id": self.manifest(role)["completion_id"],
+            "split_hash": ctx.splits.hash,
+            "checkpoint_sha256": file_digest(checkpoint) if checkpoint.is_file() else "",
+        }
+        cached = _read_cache(path)
+        if cached is not None and cached["key"] == key:
+            return {q: SplitOutputs(**v) for q, v in cached["quarters"].items()}
+        model = self.classifier(role)
+        dm = TalosDataModule(ctx.cfg.data, ctx.pool, ctx.splits, role=role, use="eval")
+        quarters = {q: extract(model, dm.eval_loader(getattr(ctx.splits, q))) for q in QUARTERS}
+        _write_cache(path, key, quarters)
+        return quarters
+
+    def outputs(self, role: str) -> ModelOutputs:
+        """Members (the role's train quarter) and non-members (its test quarter)."""
+        quarters = self.quarters(role)
+        return ModelOutputs(members=quarters[f"{role}_train"], nonmembers=quarters[f"{role}_test"])
 
 
 @torch.no_grad()
@@ -52,35 +109,6 @@ def extract(model: torch.nn.Module, loader: Any) -> SplitOutputs:
     cat = {k: torch.cat(v) for k, v in parts.items()}
     attributes = cat["attr"] if bool((cat["attr"] >= 0).all()) else None
     return SplitOutputs(cat["index"], cat["logits"], cat["label"], cat["emb"], attributes)
-
-
-def _cache_key(ctx: RunContext, stage: str, role: str) -> dict[str, str]:
-    manifest = require_done(ctx, stage, role)
-    checkpoint = ctx.stage_dir(stage, role) / "checkpoints" / "last.ckpt"
-    return {
-        "completion_id": manifest["completion_id"],
-        "split_hash": ctx.splits.hash,
-        "checkpoint_sha256": file_digest(checkpoint) if checkpoint.is_file() else "",
-    }
-
-
-def quarter_outputs(ctx: RunContext, stage: str, role: str) -> dict[str, SplitOutputs]:
-    """The model's outputs on all four quarters, from ``<run>/features/`` when cached.
-
-    The cache is keyed by the model's completion id (a retrained model gets a new one), the
-    split hash and the checkpoint's bytes (a replaced checkpoint is noticed); a stale or
-    unreadable cache is recomputed. It is a NumPy archive, so reading it runs no code.
-    """
-    path = ctx.root / "features" / f"{stage}-{role}.npz"
-    key = _cache_key(ctx, stage, role)
-    cached = _read_cache(path)
-    if cached is not None and cached["key"] == key:
-        return {q: SplitOutputs(**v) for q, v in cached["quarters"].items()}
-    model = load_classifier(ctx, stage, role)
-    dm = TalosDataModule(ctx.cfg.data, ctx.pool, ctx.splits, role=role, use="eval")
-    quarters = {q: extract(model, dm.eval_loader(getattr(ctx.splits, q))) for q in QUARTERS}
-    _write_cache(path, key, quarters)
-    return quarters
 
 
 def _read_cache(path: Path) -> dict[str, Any] | None:
@@ -105,9 +133,3 @@ def _write_cache(path: Path, key: dict[str, str], quarters: dict[str, SplitOutpu
         if value is not None
     }
     save_arrays(path, arrays, key)
-
-
-def model_outputs(ctx: RunContext, stage: str, role: str) -> ModelOutputs:
-    """Members (the role's train quarter) and non-members (its test quarter)."""
-    quarters = quarter_outputs(ctx, stage, role)
-    return ModelOutputs(members=quarters[f"{role}_train"], nonmembers=quarters[f"{role}_test"])

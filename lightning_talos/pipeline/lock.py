@@ -34,10 +34,9 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".lock"
 HOLDER_NAME = ".lock.holder.json"
 
-#: Commands that write into the run folder and therefore take its lock.
-LOCKED_COMMANDS = frozenset(
-    {"pretrain", "talos", "linear", "supervised", "mia", "aia", "audit", "report"}
-)
+#: Commands that never write into a run folder; every other one (the registry's training and
+#: attack stages, ``audit``, ``report``) takes the lock.
+UNLOCKED_COMMANDS = frozenset({"data", "compare", "bench"})
 
 #: Environment variables a launcher sets to a process's rank, in the order Lightning reads them.
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
@@ -120,14 +119,16 @@ def command_lock(command: str, args: Sequence[str]) -> AbstractContextManager[No
 
     Args:
         command: the CLI command (``audit``, ``pretrain``, ...).
-        args: its ``key=value`` overrides (``--dry-run`` is ignored; a dry run writes nothing).
+        args: its arguments: ``key=value`` overrides and ``--`` flags (a ``--dry-run`` writes
+            nothing and takes no lock; other flags are not part of the config).
 
     Raises:
         UserError: for a bad config (the command would fail the same way).
     """
-    if command not in LOCKED_COMMANDS or "--dry-run" in args or launcher_rank() != 0:
+    if command in UNLOCKED_COMMANDS or "--dry-run" in args or launcher_rank() != 0:
         return nullcontext()
     from lightning_talos.config.load import compose
     from lightning_talos.pipeline.rundir import run_root
 
-    return run_lock(run_root(compose(list(args))), wait=False)
+    overrides = [a for a in args if not a.startswith("--")]
+    return run_lock(run_root(compose(overrides)), wait=False)

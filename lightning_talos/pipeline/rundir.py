@@ -24,28 +24,18 @@ RUNTIME_KEYS = (
     "data.eval_batch_size",
 )
 
-#: Config sections each stage's result depends on (besides ``seed`` and ``data``).
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "pretrain": ("model", "simclr"),
-    "talos": ("model", "simclr", "talos"),
-    "linear": ("model", "linear"),
-    "talos_linear": ("model", "linear"),
-    "supervised": ("model", "supervised"),
-    "mia": ("mia", "attacks"),
-    "aia": ("aia",),
-}
-
 
 def run_root(cfg: DictConfig) -> Path:
     """``<run.dir>/<run.name>``."""
     return Path(cfg.run.dir).expanduser() / cfg.run.name
 
 
-def stage_config(cfg: DictConfig, stage: str) -> dict[str, Any]:
-    """The part of the config a stage's result depends on; epochs are compared separately."""
+def stage_config(cfg: DictConfig, sections: tuple[str, ...]) -> dict[str, Any]:
+    """The part of the config a stage's result depends on (``seed``, ``data`` and its
+    ``sections``); epochs are compared separately."""
     full = to_dict(cfg)
     out: dict[str, Any] = {"seed": full["seed"], "data": full["data"]}
-    for section in STAGE_SECTIONS[stage]:
+    for section in sections:
         out[section] = full[section]
     for key in RUNTIME_KEYS:
         section, leaf = key.split(".")
@@ -121,6 +111,29 @@ def versions() -> dict[str, str]:
     }
 
 
+def machine_info() -> dict[str, Any]:
+    """The machine a result was computed on: CPU model, cores, torch's CPU kernels, GPU."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+    }
+
+
 def check_reusable(manifest: dict[str, Any], config: dict[str, Any], where: Path) -> None:
     """Refuse to touch a run made with other settings.
 
@@ -158,3 +171,54 @@ def save_config(cfg: DictConfig, stage_dir: Path) -> None:
     tmp = stage_dir / "config.yaml.tmp"
     tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     os.replace(tmp, stage_dir / "config.yaml")
+
+
+def require_done(stage_dir: Path, rebuild: str) -> dict[str, Any]:
+    """The manifest of a finished stage.
+
+    Raises:
+        UserError: when it is missing or unfinished, naming the command ``rebuild`` that makes it.
+    """
+    manifest = read_manifest(stage_dir)
+    if manifest is None or manifest.get("status") != "done":
+        raise UserError(
+            f"{stage_dir.name} is missing or unfinished in {stage_dir.parent}; "
+            f"make it first: {rebuild} (with the same settings)"
+        )
+    return manifest
+
+
+def decide(
+    manifest: dict[str, Any] | None,
+    *,
+    config: dict[str, Any],
+    inputs: dict[str, str],
+    split_hash: str,
+    resume: str,
+    where: Path,
+    epochs: int | None = None,
+    output: Path | None = None,
+) -> str:
+    """``fresh``, ``resume`` or ``done`` for a stage about to run (training or attack).
+
+    A stage is ``done`` when it finished with the same config, splits and inputs (and, for a
+    training stage, at least ``epochs`` epochs; for an attack stage, with its ``output`` file
+    present); an unfinished training stage (``epochs`` given) resumes; anything else is
+    ``fresh``, and so is everything with ``resume=never``.
+
+    Raises:
+        UserError: when the stage was made with other settings or other splits.
+    """
+    if resume == "never" or manifest is None:
+        return "fresh"
+    check_reusable(manifest, config, where)
+    if manifest.get("split_hash") != split_hash:
+        raise UserError(f"{where} was trained on other splits; use a new run.name")
+    if manifest.get("inputs", {}) != inputs:
+        return "fresh"  # an upstream stage was re-run: never reuse what was built on the old one
+    finished = manifest.get("status") == "done"
+    if epochs is None:
+        return "done" if finished and (output is None or output.is_file()) else "fresh"
+    if finished and manifest.get("epochs_completed", 0) >= epochs:
+        return "done"
+    return "resume"

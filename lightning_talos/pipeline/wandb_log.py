@@ -8,7 +8,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from lightning_talos.config.load import to_dict
+from lightning_talos.pipeline.stages import PAPER_ATTACKS
 from lightning_talos.pipeline.trainer import wandb_mode
+
+MIA, AIA = PAPER_ATTACKS
 
 HEADLINE = ("acc", "balanced_acc", "auc", "advantage", "tpr_at_1pct_fpr", "tpr_at_0p1pct_fpr")
 
@@ -58,11 +61,12 @@ def log_report(cfg: DictConfig, root: Path, results: dict[str, Any]) -> None:
     columns = ["model", "test_acc", "gap", "best_mia", "best_mia_acc", "best_mia_auc",
                "aia_acc", "aia_baseline"]  # fmt: skip
     rows = []
-    for method in ("supervised", "contrastive", "talos"):
+    methods = [k for k, v in results.items() if isinstance(v, dict) and "utility" in v]
+    for method in methods:
         entry = results.get(method) or {}
-        mia = entry.get("mia") or {}
+        mia = entry.get(MIA) or {}
         best = max(mia, key=lambda k: mia[k]["acc"]) if mia else None
-        aia = entry.get("aia") or {}
+        aia = entry.get(AIA) or {}
         probe = aia.get(aia.get("strongest", ""), {}) if aia else {}
         utility = entry.get("utility") or {}
         rows.append([method, utility.get("test_acc"), utility.get("gap"), best,

@@ -13,7 +13,8 @@ from lightning_talos.cli import main
 from lightning_talos.config.load import compose
 from lightning_talos.pipeline.audit import graph, plan
 from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.results import validate_results
+from lightning_talos.pipeline.results import SCHEMA_VERSION, validate_results
+from lightning_talos.report.claims import judge_claims
 from lightning_talos.report.report import claims, write_report
 from tests.conftest import TINY_ARGS
 
@@ -57,6 +58,10 @@ def test_audit_writes_valid_results_and_report(audit_args: list[str]) -> None:
     assert validate_results(results) == []
     for method in ("supervised", "contrastive", "talos"):
         assert results[method]["mia"] and results[method]["aia"]
+        correct = results[method]["utility"]["test_correct"]  # per-sample, for claim 3
+        assert len(correct) == results["meta"]["quarter_size"]
+        assert correct.count("1") / len(correct) == results[method]["utility"]["test_acc"]
+    assert results["claims"] == judge_claims(results)
     nodes = graph(compose(audit_args), with_attribute=True)
     assert set(_ids(root)) == {n.name for n in nodes}
     report = (root / "report.md").read_text()
@@ -127,18 +132,21 @@ def test_report_renders_from_fixture_results(tmp_path: Path) -> None:
         return {"utility": utility, "mia": {"nn": attack(mia)}, "aia": probes(aia)}
 
     results = {
-        "schema": 1,
+        "schema": SCHEMA_VERSION,
         "supervised": model(0.70, 0.60, 0.70),
         "contrastive": model(0.55, 0.90, 0.75),
         "talos": model(0.54, 0.62, 0.74),
         "meta": {"dataset": "synthetic", "backbone": "small_cnn", "seeds": [0],
-                 "split_hash": "x", "git_commit": None, "versions": {}, "wall_time_s": {}},
+                 "split_hash": "x", "git_commit": None, "versions": {}, "wall_time_s": {},
+                 "quarter_size": 4000},
     }  # fmt: skip
+    results["claims"] = judge_claims(results)
     assert validate_results(results) == []
     (tmp_path / "results.json").write_text(json.dumps(results))
     text = write_report(tmp_path).read_text()
-    assert text.count("holds (margin outside the 95% intervals)") == 3
+    assert text.count(": holds** (single-seed verdict") == 3
     results["talos"] = model(0.54, 0.91, 0.60)
+    results["claims"] = judge_claims(results)
     assert "does not hold" in claims(results)[2]
     assert (tmp_path / "aia.png").is_file()
 
@@ -153,12 +161,16 @@ def test_seed_aggregate_and_lambda_sweep_compare(tmp_path: Path) -> None:
                  "aia": {"mlp": probe, "majority_baseline": 0.5, "strongest": "mlp"}}  # fmt: skip
         meta = {"dataset": "synthetic", "backbone": "small_cnn", "seeds": [seed],
                 "split_hash": str(seed), "talos_lambda": lam}  # fmt: skip
-        return {"schema": 1, "supervised": None, "contrastive": None, "talos": talos, "meta": meta}
+        meta.update(git_commit=None, versions={}, wall_time_s={})
+        out = {"schema": SCHEMA_VERSION, "supervised": None, "contrastive": None, "talos": talos,
+               "meta": meta}  # fmt: skip
+        return {**out, "claims": judge_claims(out)}
 
     merged = aggregate([run(0, 0.6, 1.0), run(1, 0.8, 1.0)])
     assert abs(merged["talos"]["utility"]["test_acc"] - 0.7) < 1e-9
     assert abs(merged["spread"]["talos"]["utility"]["test_acc"] - 0.1414213) < 1e-6
     assert merged["meta"]["seeds"] == [0, 1]
+    assert merged["claims"]["3"]["verdict"] == "not evaluated"  # no MIA, no contrastive model
     roots = []
     for lam, acc in ((0.5, 0.9), (2.0, 0.6)):
         root = tmp_path / f"lambda-{lam}"
@@ -167,4 +179,5 @@ def test_seed_aggregate_and_lambda_sweep_compare(tmp_path: Path) -> None:
         roots.append(root)
     table = compare(roots)
     assert table.count("| Talos |") == 2
+    assert table.count("| 1 | not evaluated | not evaluated | not evaluated |") == 2
     assert (tmp_path / "tradeoff.png").is_file()

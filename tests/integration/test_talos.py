@@ -15,7 +15,7 @@ from lightning_talos.models.grl import grad_reverse
 from lightning_talos.models.heads import AdversaryHead
 from lightning_talos.modules.talos import Talos, dann_lambda
 from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.training import build_module
+from lightning_talos.pipeline.stages import train_stage
 
 
 def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -66,8 +66,8 @@ class _PhaseCheck(pl.Callback):
 
 def _fit(tiny_args: list[str], *extra: str, epochs: int) -> list[tuple[bool, bool]]:
     ctx = RunContext(compose([*tiny_args, *extra]))
-    module = build_module(ctx, "talos", "target")
-    dm = TalosDataModule(ctx.cfg.data, ctx.pool, ctx.splits, role="target", use="contrastive")
+    module = train_stage("talos").build(ctx, "target", {})
+    dm = TalosDataModule(ctx.cfg.data, ctx.pool, ctx.splits, role="target", use="two_views")
     check = _PhaseCheck()
     trainer = pl.Trainer(
         max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,

@@ -15,8 +15,9 @@ import torch
 from lightning_talos.cli import main
 from lightning_talos.config.load import compose
 from lightning_talos.errors import UserError
+from lightning_talos.pipeline.attacking import model_source
 from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.features import quarter_outputs
+from lightning_talos.pipeline.stages import method
 from tests.unit.test_safe_load import Payload
 
 
@@ -53,13 +54,14 @@ def test_resume_from_payload_checkpoint_is_refused(
 def test_feature_cache_and_classifier_checkpoint_payloads(tiny_args: list[str], tmp_path: Path):
     assert main(["supervised", *tiny_args]) == 0
     ctx = RunContext(compose(tiny_args))
-    first = quarter_outputs(ctx, "supervised", "target")
+    source = model_source(ctx, method("supervised"))
+    first = source.quarters("target")
     cache = ctx.root / "features" / "supervised-target.npz"
     assert cache.is_file()
 
     marker = tmp_path / "marker"
     torch.save({"key": Payload(marker)}, cache)  # a hostile cache is recomputed, never run
-    again = quarter_outputs(ctx, "supervised", "target")
+    again = source.quarters("target")
     assert not marker.exists()
     for quarter, outputs in first.items():
         assert torch.equal(again[quarter].logits, outputs.logits)
@@ -71,7 +73,7 @@ def test_feature_cache_and_classifier_checkpoint_payloads(tiny_args: list[str], 
     manifest = json.loads((ckpt.parent.parent / "manifest.json").read_text())
     torch.save({"state_dict": Payload(marker)}, ckpt)
     with pytest.raises(UserError, match="cannot read checkpoint .*last.ckpt") as err:
-        quarter_outputs(ctx, "supervised", "target")
+        source.quarters("target")
     assert "\n" not in str(err.value)
     assert json.loads((ckpt.parent.parent / "manifest.json").read_text()) == manifest
     assert not marker.exists()

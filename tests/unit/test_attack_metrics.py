@@ -80,14 +80,27 @@ def test_rank_auc_equals_sklearn() -> None:
     assert rank_auc(scores, is_member) == pytest.approx(roc_auc_score(is_member, scores), abs=1e-12)
 
 
-def test_tpr_at_fpr_interpolation_and_vertical_segments() -> None:
+def test_tpr_at_fpr_takes_the_best_point_without_interpolation() -> None:
     fpr = np.array([0.0, 0.0, 0.02, 0.02, 1.0])
     tpr = np.array([0.0, 0.3, 0.5, 0.7, 1.0])
-    assert tpr_at_fpr(fpr, tpr, 0.0) == pytest.approx(0.3)  # top of the vertical segment
-    assert tpr_at_fpr(fpr, tpr, 0.01) == pytest.approx(0.4)  # halfway from (0, .3) to (.02, .5)
-    assert tpr_at_fpr(fpr, tpr, 0.02) == pytest.approx(0.7)
-    assert tpr_at_fpr(fpr, tpr, 0.51) == pytest.approx(0.85)
-    assert tpr_at_fpr(fpr, tpr, 1.0) == pytest.approx(1.0)
+    assert tpr_at_fpr(fpr, tpr, 0.0) == 0.3  # top of the vertical segment
+    assert tpr_at_fpr(fpr, tpr, 0.01) == 0.3  # interpolating (0, .3)-(.02, .5) would give 0.4
+    assert tpr_at_fpr(fpr, tpr, 0.02) == 0.7
+    assert tpr_at_fpr(fpr, tpr, 0.51) == 0.7  # interpolation: 0.85
+    assert tpr_at_fpr(fpr, tpr, 1.0) == 1.0
+
+
+def test_tpr_at_low_fpr_through_a_tie() -> None:
+    # Members .9 and .8, non-members .8 (tied with a member) and .1. ROC: (0, 0), (0, .5),
+    # (.5, 1), (1, 1). Interpolating at 1% FPR would read .5 + .02 * .5 = .51; the best point
+    # actually reachable with FPR <= 1% has TPR .5.
+    out = membership_metrics(
+        np.array([0.9, 0.8, 0.8, 0.1]), np.array([1, 1, 0, 0]), np.ones(4), n_bootstrap=0
+    )
+    assert out["tpr_at_1pct_fpr"] == 0.5 and out["tpr_at_0p1pct_fpr"] == 0.5
+    roc = out["roc"]  # a step function: TPR .5 up to FPR .5 (interpolation would rise)
+    assert all(t == 0.5 for f, t in zip(roc["fpr"], roc["tpr"]) if f < 0.5)
+    assert roc["tpr"][-1] == 1.0 and out["auc"] == pytest.approx(0.875)
 
 
 def test_membership_metrics_hand_case() -> None:
@@ -101,7 +114,7 @@ def test_membership_metrics_hand_case() -> None:
     assert out["balanced_acc"] == pytest.approx(0.5 * (0.75 + 5 / 6))
     assert out["auc"] == pytest.approx(roc_auc_score(is_member, scores))
     assert out["advantage"] == pytest.approx(1 - 1 / 3)  # threshold 0.35
-    # ROC: (0, .5) after two members, then (1/6, .5): TPR at 1% FPR interpolates on that edge.
+    # ROC: (0, .5) after two members, then (1/6, .5): the best point with FPR <= 1% is (0, .5).
     assert out["tpr_at_1pct_fpr"] == pytest.approx(0.5)
     fpr, tpr = roc_points(scores, is_member)
     assert fpr[0] == 0 and tpr[-1] == 1 and len(fpr) == 11

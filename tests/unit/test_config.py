@@ -10,7 +10,7 @@ from omegaconf.errors import ReadonlyConfigError
 
 from lightning_talos import cli
 from lightning_talos.config.load import available, compose, config_dir
-from lightning_talos.config.schema import CHOICES
+from lightning_talos.config.schema import Config
 from lightning_talos.errors import UserError
 
 EXPERIMENTS = sorted(
@@ -61,13 +61,22 @@ def test_wrong_type_names_key() -> None:
     assert "\n" not in str(err.value)
 
 
+def _choices(key: str) -> list[str]:
+    """The valid values of an enum setting, from the schema's own type."""
+    node = OmegaConf.structured(Config)
+    parent, _, leaf = key.rpartition(".")
+    section = OmegaConf.select(node, parent) if parent else node
+    enum_type = OmegaConf.get_type(section, leaf)
+    return [member.value for member in enum_type]
+
+
 @pytest.mark.parametrize("key", ["data.name", "role", "talos.schedule", "logger.mode"])
 def test_invalid_choice_names_key_and_choices(key: str) -> None:
     with pytest.raises(UserError) as err:
         compose([f"{key}=x_not_valid"])
     message = str(err.value)
     assert key in message
-    for choice in CHOICES[key]:
+    for choice in _choices(key):
         assert choice in message
 
 
@@ -156,7 +165,7 @@ def test_experiment_folder_is_the_one_loaded() -> None:
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes(name: str) -> None:
     cfg = compose([f"experiment={name}"])
-    assert cfg.data.name in CHOICES["data.name"]
+    assert cfg.data.name in _choices("data.name")
 
 
 @pytest.mark.parametrize("group", ["data", "model", "trainer", "logger"])
@@ -200,3 +209,23 @@ def test_tiny_args_fixture_composes(tiny_args: list[str], tmp_path: Path) -> Non
     assert cfg.trainer.max_epochs == 1 and cfg.simclr.max_epochs == 1
     assert cfg.logger.mode == "disabled"
     assert Path(cfg.run.dir).is_relative_to(tmp_path)
+
+
+def test_command_line_epochs_reach_every_stage() -> None:
+    cfg = compose(["experiment=synthetic_cpu", "trainer.max_epochs=1"])
+    assert cfg.trainer.max_epochs == 1
+    assert [cfg[s].max_epochs for s in ("simclr", "linear", "supervised", "talos")] == [None] * 4
+
+
+def test_a_stage_key_on_the_command_line_beats_trainer_epochs() -> None:
+    cfg = compose(["experiment=synthetic_cpu", "trainer.max_epochs=1", "simclr.max_epochs=3"])
+    assert cfg.simclr.max_epochs == 3
+    assert cfg.supervised.max_epochs is None  # falls back to the command line's 1
+
+
+def test_preset_stage_epochs_kept_without_command_line_epochs() -> None:
+    preset = compose(["experiment=synthetic_cpu"])
+    assert preset.simclr.max_epochs is not None
+    assert compose(["experiment=synthetic_cpu", "seed=3"]).simclr.max_epochs == (
+        preset.simclr.max_epochs
+    )

@@ -54,7 +54,7 @@ def _check_metadata(batch: Sample, pool: Pool) -> None:
 
 
 def test_eval_loader_is_exact_ordered_and_deterministic(pool: Pool, splits) -> None:
-    dm = _dm(pool, splits, "contrastive", mode="pil")  # eval ignores the training use
+    dm = _dm(pool, splits, "two_views", mode="pil")  # eval ignores the training use
     indices = splits.nonmembers("target")
     loader = dm.eval_loader(indices)
     torch.manual_seed(0)
@@ -87,7 +87,7 @@ def test_val_loaders_are_members_then_nonmembers(pool: Pool, splits) -> None:
 
 
 def test_batched_contrastive_yields_raw_uint8_members(pool: Pool, splits) -> None:
-    dm = _dm(pool, splits, "contrastive", mode="batched")
+    dm = _dm(pool, splits, "two_views", mode="batched")
     assert dm.train_transform() is None
     seen = []
     for batch in dm.train_dataloader():
@@ -100,7 +100,7 @@ def test_batched_contrastive_yields_raw_uint8_members(pool: Pool, splits) -> Non
 
 
 def test_pil_contrastive_yields_two_float_views(pool: Pool, splits) -> None:
-    dm = _dm(pool, splits, "contrastive", mode="pil")
+    dm = _dm(pool, splits, "two_views", mode="pil")
     batch = next(iter(dm.train_dataloader()))
     assert isinstance(batch, Sample)
     assert batch.image.dtype == torch.float32
@@ -112,7 +112,7 @@ def test_pil_contrastive_yields_two_float_views(pool: Pool, splits) -> None:
 
 
 def test_pil_contrastive_with_original_adds_the_clean_image(pool: Pool, splits) -> None:
-    dm = _dm(pool, splits, "contrastive", mode="pil", with_original=True)
+    dm = _dm(pool, splits, "two_views", mode="pil", with_original=True)
     batch = next(iter(dm.train_dataloader()))
     assert batch.image.shape == (5, 3, 3, SIZE, SIZE)
     torch.testing.assert_close(batch.image[:, 2], as_float(pool.images[batch.index]))

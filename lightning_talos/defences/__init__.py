@@ -1,0 +1,1 @@
+"""Defences compared with Talos: concept erasure (LEACE) and DP-SGD accounting helpers."""

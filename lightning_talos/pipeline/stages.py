@@ -1,0 +1,390 @@
+"""The stage registry: the one place that says what each stage and each method is.
+
+A **training stage** trains one LightningModule per role (``target``, ``shadow``) into
+``<run>/<stage>-<role>/``; an **attack stage** reads a method's trained models and writes
+``<run>/<stage>-<method>/<stage>.json``; a **method** is a model the attacks audit, named by the
+training stage that produces its classifier. The CLI, the runners, feature loading, the audit
+graph, ``results.json``, the report and W&B read these records; no other module spells a stage or
+method name. A new stage or method is one file with its functions plus one ``register_*`` call
+(see ``tests/integration/test_registry.py`` for a stage registered from a test file alone).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig
+
+from lightning_talos.errors import UserError
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+    from torch import nn
+
+    from lightning_talos.pipeline.context import RunContext
+
+ROLES = ("target", "shadow")
+
+Builder = Callable[["RunContext", str, Mapping[str, Path]], "pl.LightningModule"]
+
+
+def lazy(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported at its first call: the registry stays importable without torch
+    (the report and ``compare`` read it)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+_BUILDERS = "lightning_talos.pipeline.builders"
+_ATTACK = "lightning_talos.pipeline.attack"
+
+
+def _no_upstream(cfg: DictConfig) -> tuple[str, ...]:
+    return ()
+
+
+def _two_views(cfg: DictConfig) -> dict[str, Any]:
+    return {"use": "two_views"}
+
+
+def _flip(cfg: DictConfig) -> dict[str, Any]:
+    return {"use": "flip"}
+
+
+@dataclass(frozen=True)
+class TrainStage:
+    """A stage that trains one model per role.
+
+    Args:
+        name: the stage (and folder prefix ``<name>-<role>``).
+        summary: one line for ``--help``.
+        sections: config sections its result depends on (besides ``seed`` and ``data``).
+        epochs_section: the section whose ``max_epochs`` (null: ``trainer.max_epochs``) counts.
+        build: makes the LightningModule from the run, the role and the upstream folders.
+        data: keyword settings of the stage's ``TalosDataModule`` (its augmentation ``use``).
+        upstream: the stages it reads, from the config.
+        load: loads its trained classifier from a checkpoint (classifier stages only).
+        command: the CLI command that runs it (``extra`` args added in messages).
+        extra: arguments that select this stage among those sharing ``command``.
+        needs_attribute: the dataset must have a sensitive attribute.
+        reads: the upstream stages in words, for ``--help``.
+    """
+
+    name: str
+    summary: str
+    sections: tuple[str, ...]
+    epochs_section: str
+    build: Builder
+    data: Callable[[DictConfig], dict[str, Any]] = _flip
+    upstream: Callable[[DictConfig], tuple[str, ...]] = _no_upstream
+    load: Callable[[Path], nn.Module] | None = None
+    command: str = ""
+    extra: str = ""
+    needs_attribute: bool = False
+    reads: str = ""
+
+    def epochs(self, cfg: DictConfig) -> int:
+        """Epochs of the stage: its own ``max_epochs``, else ``trainer.max_epochs``."""
+        own = cfg[self.epochs_section].max_epochs
+        return int(cfg.trainer.max_epochs if own is None else own)
+
+    def rebuild(self, cfg: DictConfig, role: str) -> str:
+        """The command line that (re)trains this stage for ``role`` in the same run."""
+        extra = f" {self.extra}" if self.extra else ""
+        return (
+            f"lightning-talos {self.command or self.name}{extra} role={role} "
+            f"run.dir={cfg.run.dir} run.name={cfg.run.name}"
+        )
+
+
+@dataclass(frozen=True)
+class AttackStage:
+    """A stage that attacks one method's trained models.
+
+    Args:
+        name: the stage (folder ``<name>-<method>``, output ``<name>.json``, CLI command).
+        summary: one line for ``--help``.
+        sections: config sections its result depends on (besides ``seed`` and ``data``).
+        compute: the attack: ``(run, model source) -> JSON-able result``.
+        summarize: the method's ``results.json`` entry made from that result.
+        roles: roles of the method's model it reads.
+        finish: figures and W&B logging after the result is written (``cfg, folder, result``).
+        needs_attribute: the dataset must have a sensitive attribute.
+    """
+
+    name: str
+    summary: str
+    sections: tuple[str, ...]
+    compute: Callable[[RunContext, Any], dict[str, Any]]
+    summarize: Callable[[dict[str, Any]], Any]
+    roles: tuple[str, ...] = ROLES
+    finish: Callable[[DictConfig, Path, dict[str, Any]], None] | None = None
+    needs_attribute: bool = False
+
+    @property
+    def output(self) -> str:
+        return f"{self.name}.json"
+
+
+@dataclass(frozen=True)
+class Method:
+    """A model the attacks audit.
+
+    Args:
+        name: the method (``results.json`` key, ``method=`` value).
+        label: its name in tables and figures.
+        model_stage: the training stage that produces its classifier.
+        needs_attribute: the dataset must have a sensitive attribute.
+        default: audited unless ``methods=[...]`` says otherwise.
+    """
+
+    name: str
+    label: str
+    model_stage: str
+    needs_attribute: bool = False
+    default: bool = True
+
+
+@dataclass
+class Registry:
+    """Stages and methods by name, in registration order (= dependency order)."""
+
+    train: dict[str, TrainStage] = field(default_factory=dict)
+    attack: dict[str, AttackStage] = field(default_factory=dict)
+    methods: dict[str, Method] = field(default_factory=dict)
+
+
+REGISTRY = Registry()
+
+
+def register_train_stage(stage: TrainStage) -> TrainStage:
+    """Add (or replace) a training stage; its upstream stages must be registered first."""
+    REGISTRY.train[stage.name] = stage
+    return stage
+
+
+def register_attack_stage(stage: AttackStage) -> AttackStage:
+    """Add (or replace) an attack stage; the audit runs it on every audited method."""
+    REGISTRY.attack[stage.name] = stage
+    return stage
+
+
+def register_method(method: Method) -> Method:
+    """Add (or replace) a method; its model stage must be registered first."""
+    if method.model_stage not in REGISTRY.train:
+        raise ValueError(f"method {method.name}: unknown model stage {method.model_stage!r}")
+    REGISTRY.methods[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    """Remove a stage or method of that name (tests that register their own)."""
+    for table in (REGISTRY.train, REGISTRY.attack, REGISTRY.methods):
+        table.pop(name, None)
+
+
+def train_stage(name: str) -> TrainStage:
+    """The training stage ``name``.
+
+    Raises:
+        UserError: unknown name, listing the valid ones.
+    """
+    if name not in REGISTRY.train:
+        raise UserError(f"unknown training stage '{name}'; valid: {', '.join(REGISTRY.train)}")
+    return REGISTRY.train[name]
+
+
+def attack_stage(name: str) -> AttackStage:
+    """The attack stage ``name``.
+
+    Raises:
+        UserError: unknown name, listing the valid ones.
+    """
+    if name not in REGISTRY.attack:
+        raise UserError(f"unknown attack stage '{name}'; valid: {', '.join(REGISTRY.attack)}")
+    return REGISTRY.attack[name]
+
+
+def method(name: str) -> Method:
+    """The method ``name``.
+
+    Raises:
+        UserError: unknown name, listing the valid ones.
+    """
+    if name not in REGISTRY.methods:
+        raise UserError(f"unknown method '{name}'; valid: {', '.join(REGISTRY.methods)}")
+    return REGISTRY.methods[name]
+
+
+def method_names() -> tuple[str, ...]:
+    """Every registered method, in registration order."""
+    return tuple(REGISTRY.methods)
+
+
+def method_labels() -> dict[str, str]:
+    """Method name -> its label in tables and figures."""
+    return {m.name: m.label for m in REGISTRY.methods.values()}
+
+
+def audited_methods(cfg: DictConfig, *, with_attribute: bool) -> list[Method]:
+    """The methods an audit covers: ``methods=[...]`` or the defaults, less those that need a
+    sensitive attribute the dataset lacks.
+
+    Raises:
+        UserError: an unknown method name, or one that needs an attribute the dataset lacks.
+    """
+    if cfg.methods:
+        chosen = [method(str(n)) for n in cfg.methods]
+        missing = [m.name for m in chosen if m.needs_attribute and not with_attribute]
+        if missing:
+            raise UserError(
+                f"{cfg.data.name} has no sensitive attribute: cannot audit {', '.join(missing)}"
+            )
+        return chosen
+    defaults = [m for m in REGISTRY.methods.values() if m.default]
+    return [m for m in defaults if with_attribute or not m.needs_attribute]
+
+
+def upstream_closure(cfg: DictConfig, name: str) -> list[str]:
+    """``name`` and every training stage it reads, upstream first."""
+    out: list[str] = []
+    for source in train_stage(name).upstream(cfg):
+        out += [s for s in upstream_closure(cfg, source) if s not in out]
+    return [*out, name]
+
+
+def stage_for_command(cfg: DictConfig, command: str) -> TrainStage:
+    """The training stage a CLI command runs (``linear`` picks it by ``method``).
+
+    Raises:
+        UserError: when ``method`` names no stage of that command.
+    """
+    stages = [s for s in REGISTRY.train.values() if (s.command or s.name) == command]
+    if len(stages) == 1:
+        return stages[0]
+    chosen = REGISTRY.methods.get(str(cfg.method))
+    for stage in stages:
+        if chosen is not None and chosen.model_stage == stage.name:
+            return stage
+    valid = [m.name for m in REGISTRY.methods.values() if m.model_stage in {s.name for s in stages}]
+    raise UserError(f"{command} trains the classifier of method={'|'.join(valid)}")
+
+
+def train_commands() -> list[str]:
+    """CLI commands of the training stages, in registration order."""
+    return list(dict.fromkeys(s.command or s.name for s in REGISTRY.train.values()))
+
+
+# --- the paper's stages and methods ---------------------------------------------------------
+
+
+def _pretrain_if_fine_tuned(cfg: DictConfig) -> tuple[str, ...]:
+    return ("pretrain",) if cfg.talos.init_from_pretrain else ()
+
+
+def _talos_data(cfg: DictConfig) -> dict[str, Any]:
+    return {"use": "two_views", "with_original": str(cfg.talos.views) == "original"}
+
+
+register_train_stage(
+    TrainStage(
+        name="pretrain",
+        summary="SimCLR encoder (+ online linear probe on detached features) for one role",
+        sections=("model", "simclr"),
+        epochs_section="simclr",
+        build=lazy(_BUILDERS, "build_simclr"),
+        data=_two_views,
+    )
+)
+register_train_stage(
+    TrainStage(
+        name="talos",
+        summary="Talos encoder: SimCLR + gradient-reversal adversary on the sensitive attribute",
+        sections=("model", "simclr", "talos"),
+        epochs_section="talos",
+        build=lazy(_BUILDERS, "build_talos"),
+        data=_talos_data,
+        upstream=_pretrain_if_fine_tuned,
+        needs_attribute=True,
+        reads="pretrain-ROLE when talos.init_from_pretrain=true",
+    )
+)
+register_train_stage(
+    TrainStage(
+        name="linear",
+        summary="linear layer on the frozen SimCLR encoder (the paper's contrastive model)",
+        sections=("model", "linear"),
+        epochs_section="linear",
+        build=lazy(_BUILDERS, "build_linear"),
+        upstream=lambda cfg: ("pretrain",),
+        load=lazy(_BUILDERS, "load_linear"),
+        extra="method=contrastive",
+        reads="pretrain-ROLE",
+    )
+)
+register_train_stage(
+    TrainStage(
+        name="talos_linear",
+        summary="linear layer on the frozen Talos encoder",
+        sections=("model", "linear"),
+        epochs_section="linear",
+        build=lazy(_BUILDERS, "build_linear"),
+        upstream=lambda cfg: ("talos",),
+        load=lazy(_BUILDERS, "load_linear"),
+        command="linear",
+        extra="method=talos",
+        needs_attribute=True,
+        reads="talos-ROLE",
+    )
+)
+register_train_stage(
+    TrainStage(
+        name="supervised",
+        summary="the supervised baseline: the same backbone + linear head trained end to end",
+        sections=("model", "supervised"),
+        epochs_section="supervised",
+        build=lazy(_BUILDERS, "build_supervised"),
+        load=lazy(_BUILDERS, "load_supervised"),
+    )
+)
+
+#: The paper's three models, in the roles its claims give them: the supervised baseline, the
+#: contrastive model, and the defence (claims 1-3 compare them).
+PAPER_METHODS = ("supervised", "contrastive", "talos")
+#: The paper's two attack stages (membership, attribute inference), as its claims read them.
+PAPER_ATTACKS = ("mia", "aia")
+
+register_method(Method("supervised", "Supervised", model_stage="supervised"))
+register_method(Method("contrastive", "Contrastive", model_stage="linear"))
+register_method(Method("talos", "Talos", model_stage="talos_linear", needs_attribute=True))
+
+register_attack_stage(
+    AttackStage(
+        name="mia",
+        summary="membership inference (NN, metric, label-only) calibrated on the shadow model",
+        sections=("mia", "attacks"),
+        compute=lazy(_ATTACK, "compute_mia"),
+        summarize=lazy(_ATTACK, "summarize_mia"),
+        finish=lazy(_ATTACK, "finish_mia"),
+    )
+)
+register_attack_stage(
+    AttackStage(
+        name="aia",
+        summary="attribute inference: fresh probes on the target's embeddings",
+        sections=("aia",),
+        compute=lazy(_ATTACK, "compute_aia"),
+        summarize=lazy(_ATTACK, "summarize_aia"),
+        roles=("target",),
+        finish=lazy(_ATTACK, "finish_aia"),
+        needs_attribute=True,
+    )
+)
