@@ -242,6 +242,9 @@ def usage(table: dict[str, Command]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    from lightning_talos.threads import configure_cpu_threads
+
+    configure_cpu_threads()  # before anything imports torch: libgomp reads it once, at load
     argv = list(sys.argv[1:] if argv is None else argv)
     table = commands()
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -261,7 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rest = [a for a in args if a not in ("--print-config", "--dry-run")]
             print(OmegaConf.to_yaml(_compose(rest), resolve=True), end="")
         else:
-            with cli_signals():
+            from lightning_talos.pipeline.lock import command_lock
+
+            with command_lock(command, args), cli_signals():
                 table[command].run(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

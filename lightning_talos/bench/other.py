@@ -61,9 +61,7 @@ def classifier(bench: Bench) -> SupervisedClassifier:
     """A randomly initialised supervised classifier (attack cost does not depend on training)."""
     torch.manual_seed(bench.cfg.seed)
     ctx = RunContext(bench.cfg, pool=bench.pool, splits=bench.splits)
-    model = SupervisedClassifier(
-        **model_settings(ctx), optim=to_dict(bench.cfg.supervised.optim)
-    )
+    model = SupervisedClassifier(**model_settings(ctx), optim=to_dict(bench.cfg.supervised.optim))
     return model.to(features_device()).eval()
 
 

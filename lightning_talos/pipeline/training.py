@@ -152,7 +152,9 @@ def _fit(
     manifest_path, last = stage_dir / "manifest.json", stage_dir / LAST
     try:  # SIGTERM / Ctrl-C: last.ckpt saved, manifest `interrupted`, exit 143 / 130
         with stop_on_signal(trainer, manifest_path=manifest_path, checkpoint=last):
-            trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+            trainer.fit(
+                module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True
+            )
             results = trainer.validate(module, datamodule=dm, verbose=False)
     finally:
         if logger:
