@@ -8,11 +8,14 @@ METHOD  ?= contrastive
 EXP     ?= $(if $(filter synthetic,$(DATA)),synthetic_cpu,$(DATA))
 MODEL   ?=
 ARGS    ?=
+SEEDS   ?= 1
+# make demo SEEDS=3: seeds=[0,1,2] under runs/demo-3seeds, verdicts judged over the seeds.
+DEMO    = $(if $(filter 1,$(SEEDS)),run.name=demo,run.name=demo-$(SEEDS)seeds seeds=[$(shell seq -s, 0 $$(($(SEEDS)-1)))])
 RUN     = $(PY) -m lightning_talos
 COMMON  = experiment=$(EXP) $(if $(MODEL),model=$(MODEL)) $(ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-ddp lint format pretrain linear supervised talos attack aia audit report demo bench clean
+.PHONY: help install test test-fast test-ddp lint format pretrain linear supervised talos attack aia audit report demo readme bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -69,8 +72,11 @@ audit: .venv/.installed ## every stage + results.json + report.md for DATA
 report: .venv/.installed ## report.md from a run's results.json
 	$(RUN) report $(COMMON)
 
-demo: .venv/.installed ## the whole paper on the embedded synthetic dataset, CPU, < 10 min
-	$(RUN) audit experiment=demo run.name=demo $(ARGS)
+demo: .venv/.installed ## the whole paper on the embedded synthetic dataset, CPU, < 10 min (SEEDS=3: three seeds)
+	$(RUN) audit experiment=demo $(DEMO) $(ARGS)
+
+readme: .venv/.installed ## write runs/demo's numbers, commit and machine into README.md (after make demo)
+	$(RUN) report experiment=demo $(DEMO) --readme=README.md
 
 bench: .venv/.installed ## throughput ratios -> bench.json
 	$(RUN) bench $(ARGS)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lightning_talos.errors import UserError
+from lightning_talos.interrupts import SignalInterruptError, cli_signals, resume_line
 
 USAGE = """usage: lightning-talos COMMAND [--help|--print-config] [experiment=NAME] [key=value ...]
 
@@ -51,8 +52,11 @@ def _quiet() -> None:
 
 def _compose(args: Sequence[str]):  # noqa: ANN202 (DictConfig; imported lazily for a fast --help)
     from lightning_talos.config.load import compose
+    from lightning_talos.pipeline.stages import register_variants
 
-    return compose(args)
+    cfg = compose(args)
+    register_variants(cfg)  # e.g. one DP-SGD method per dp.epsilon value
+    return cfg
 
 
 def cmd_data(args: list[str]) -> None:
@@ -111,9 +115,14 @@ def cmd_audit(args: list[str]) -> None:
 
 def cmd_report(args: list[str]) -> None:
     from lightning_talos.pipeline.rundir import run_root
-    from lightning_talos.report.report import write_report
+    from lightning_talos.report.readme import write_readme
+    from lightning_talos.report.report import load_results, write_report
 
-    print(write_report(run_root(_compose(args))))
+    readme = [a.split("=", 1)[1] for a in args if a.startswith("--readme=")]
+    root = run_root(_compose([a for a in args if not a.startswith("--readme=")]))
+    print(write_report(root))
+    if readme:
+        print(write_readme(Path(readme[0]), load_results(root)))
 
 
 def cmd_compare(args: list[str]) -> None:
@@ -207,7 +216,11 @@ def commands() -> dict[str, Command]:
     out["report"] = Command(
         "report.md and figures from a run's results.json",
         cmd_report,
-        _fixed("lightning-talos report [key=value ...]\n  writes <run>/report.md and figures"),
+        _fixed(
+            "lightning-talos report [--readme=README.md] [key=value ...]\n"
+            "  writes <run>/report.md and figures; --readme also writes the run's table,\n"
+            "  verdicts, commit and machine into the README's demo block"
+        ),
     )
     out["compare"] = Command(
         "headline numbers of several runs side by side",
@@ -240,6 +253,9 @@ def usage(table: dict[str, Command]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    from lightning_talos.threads import configure_cpu_threads
+
+    configure_cpu_threads()  # before anything imports torch: libgomp reads it once, at load
     argv = list(sys.argv[1:] if argv is None else argv)
     table = commands()
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -259,12 +275,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             rest = [a for a in args if a not in ("--print-config", "--dry-run")]
             print(OmegaConf.to_yaml(_compose(rest), resolve=True), end="")
         else:
-            table[command].run(args)
+            from lightning_talos.pipeline.lock import command_lock
+
+            with command_lock(command, args), cli_signals():
+                table[command].run(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except SignalInterruptError as err:  # SIGTERM, or Ctrl-C in training: checkpoint saved
+        print(resume_line(err, argv), file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume", file=sys.stderr)
+        print(resume_line(None, argv), file=sys.stderr)
         return 130
     return 0
 

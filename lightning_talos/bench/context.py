@@ -20,6 +20,8 @@ from lightning_talos.data.pool import Pool
 from lightning_talos.data.splits import Splits, member_split
 from lightning_talos.errors import UserError
 from lightning_talos.modules.simclr import SimCLR
+from lightning_talos.pipeline.builders import simclr_settings
+from lightning_talos.pipeline.context import RunContext
 
 #: Precisions the plain-PyTorch side of the benchmark can reproduce exactly.
 PRECISIONS = ("32-true", "32", "bf16-mixed")
@@ -106,18 +108,11 @@ class Bench:
         """The project's SimCLR module from the config, seeded (identical for every caller)."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        return SimCLR(
-            backbone=cfg.model.backbone,
-            stem=cfg.model.stem,
-            num_classes=self.pool.num_classes,
-            temperature=cfg.simclr.temperature,
-            optim=to_dict(cfg.simclr.optim),
-            probe_lr=cfg.simclr.probe_lr,
-            proj_hidden_dim=cfg.model.proj_hidden_dim,
-            proj_dim=cfg.model.proj_dim,
-            augment=aug_kwargs(cfg.data.aug, cfg.data.image_size) if augment else None,
-            channels_last=cfg.model.channels_last if channels_last is None else channels_last,
-        )
+        settings = simclr_settings(RunContext(cfg, pool=self.pool, splits=self.splits))
+        settings["augment"] = aug_kwargs(cfg.data.aug, cfg.data.image_size) if augment else None
+        if channels_last is not None:
+            settings["channels_last"] = channels_last
+        return SimCLR(**settings)
 
     def trainer(self, callbacks: list[pl.Callback], **limits: Any) -> pl.Trainer:
         """A bare Trainer: no logger, no checkpoints, no progress bar, no validation."""

@@ -19,6 +19,8 @@ from lightning_talos.data.datamodule import TalosDataModule, as_float, aug_kwarg
 from lightning_talos.data.splits import QUARTERS
 from lightning_talos.data.transforms import SimCLRAugment, TwoViews
 from lightning_talos.modules.classifier import SupervisedClassifier
+from lightning_talos.pipeline.builders import model_settings
+from lightning_talos.pipeline.context import RunContext
 from lightning_talos.pipeline.features import device as features_device
 from lightning_talos.pipeline.features import extract
 
@@ -57,15 +59,9 @@ def augmentation(bench: Bench) -> dict[str, Any]:
 
 def classifier(bench: Bench) -> SupervisedClassifier:
     """A randomly initialised supervised classifier (attack cost does not depend on training)."""
-    m = bench.cfg.model
     torch.manual_seed(bench.cfg.seed)
-    model = SupervisedClassifier(
-        backbone=m.backbone,
-        stem=m.stem,
-        num_classes=bench.pool.num_classes,
-        optim=to_dict(bench.cfg.supervised.optim),
-        channels_last=m.channels_last,
-    )
+    ctx = RunContext(bench.cfg, pool=bench.pool, splits=bench.splits)
+    model = SupervisedClassifier(**model_settings(ctx), optim=to_dict(bench.cfg.supervised.optim))
     return model.to(features_device()).eval()
 
 

@@ -11,7 +11,9 @@ a table follows, and everything is written to ``bench.json`` in the current dire
         data.synthetic.quarter_size=15000
 
 Environment: ``BENCH_STEPS`` (timed steps per round, default 8), ``BENCH_ROUNDS`` (alternating
-rounds, default 3), ``BENCH_THREADS`` (torch intra-op threads, default 1 on CPU), ``BENCH_OUT``.
+rounds, default 3), ``BENCH_THREADS`` (torch intra-op threads, default 1 on CPU), ``BENCH_OUT``,
+``BENCH_CONCURRENT=0`` (skip ``concurrent_vs_alone``, whose worker processes keep the CLI's
+threading: torch's default thread count unless ``OMP_NUM_THREADS`` is set).
 The numbers are ratios measured side by side, so they hold on a noisy machine; nothing here
 asserts on time.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -31,6 +34,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
+from lightning_talos.bench.concurrent import concurrent_vs_alone
 from lightning_talos.bench.context import Bench, thread_count
 from lightning_talos.bench.other import attacks, augmentation
 from lightning_talos.bench.training import data_path, framework_overhead, precision_layout
@@ -53,6 +57,7 @@ HEADLINES: dict[str, tuple[Callable[[Bench], dict[str, Any]], float, str]] = {
     "aug_batched_vs_pil": (augmentation, 15.0, "min"),
     "attacks_vs_extraction": (attacks, 1.0, "max"),
     "bf16_channels_last_vs_fp32": (precision_layout, 1.0, "info"),
+    "concurrent_vs_alone": (concurrent_vs_alone, 2.3, "max"),
 }
 
 
@@ -70,8 +75,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _met(value: float, target: float, kind: str) -> bool | None:
-    if kind == "info":
+def _met(value: float | None, target: float, kind: str) -> bool | None:
+    if kind == "info" or value is None:  # None: the measurement was skipped
         return None
     return value >= target if kind == "min" else value <= target
 
@@ -93,7 +98,8 @@ def run_bench(cfg: DictConfig, *, steps: int = 8, rounds: int = 3, out: Path) ->
         t0 = time.perf_counter()
         result = {**bench.info(), **measure(bench), "wall_s": time.perf_counter() - t0}
         print(json.dumps({"measure": key, **result}, default=float), flush=True)
-        report[key] = float(result["ratio"])
+        ratio = float(result["ratio"])
+        report[key] = None if math.isnan(ratio) else ratio
         report["details"][key] = result
         report["targets"][key] = {
             "target": target,
@@ -114,7 +120,8 @@ def table(report: dict[str, Any]) -> str:
     for key, t in report["targets"].items():
         sign = {"min": ">=", "max": "<=", "info": "  "}[t["kind"]]
         met = {True: "yes", False: "NO", None: "-"}[t["met"]]
-        rows.append(f"{key:30s} {report[key]:8.3f} {sign}{t['target']:7.2f}  {met}")
+        value = "skipped" if report[key] is None else f"{report[key]:.3f}"
+        rows.append(f"{key:30s} {value:>8s} {sign}{t['target']:7.2f}  {met}")
     rows.append(f"total wall time {report['wall_s']:.1f} s")
     return "\n".join(rows)
 

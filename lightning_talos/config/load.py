@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from lightning_talos.config.checks import check_config
 from lightning_talos.config.schema import Config
 from lightning_talos.errors import UserError
 
@@ -167,15 +168,13 @@ def compose(args: Iterable[str] = ()) -> DictConfig:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check values the types cannot (fixed choices are enums, checked during the merge).
+    """Check values the types cannot (``config/checks.py``; fixed choices are enums, checked
+    during the merge).
 
     Raises:
         UserError: naming the key.
     """
-    positive = ("data.image_size", "data.batch_size", "trainer.max_epochs")
-    for key in positive:
-        if OmegaConf.select(cfg, key) <= 0:
-            raise UserError(f"'{key}' must be positive, got {OmegaConf.select(cfg, key)}")
+    check_config(cfg)
 
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:

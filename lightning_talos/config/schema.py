@@ -53,6 +53,8 @@ MiaAttack = _choice(
 PAPER_MIA_ATTACKS = ("nn", "metric", "label_only", "augmentation")
 ReferenceMode = _choice("ReferenceMode", ("offline", "online"))
 AiaProbe = _choice("AiaProbe", ("mlp", "logistic", "knn"))
+LeaceMethod = _choice("LeaceMethod", ("leace", "orth"))
+DpAccountant = _choice("DpAccountant", ("rdp", "prv"))
 
 
 @dataclass
@@ -208,6 +210,9 @@ class TrainerConfig:
     fast_dev_run: bool = False
     deterministic: bool = False
     enable_progress_bar: bool = True
+    # last.ckpt is written every epoch; also every N optimizer steps / N minutes (null = off).
+    checkpoint_every_n_steps: int | None = None
+    checkpoint_every_minutes: float | None = None
 
 
 @dataclass
@@ -286,6 +291,31 @@ class AIAConfig:
 
 
 @dataclass
+class LeaceConfig:
+    """The LEACE-defended contrastive model (method ``leace``): frozen encoder -> eraser fitted
+    on the role's train quarter and its attribute -> linear layer (``linear`` settings)."""
+
+    # leace: least change to the embedding; orth: orthogonal projection (guards too, changes more)
+    method: LeaceMethod = LeaceMethod.leace
+    # Ledoit-Wolf shrinkage of the covariance: keeps whitening stable when n is not >> d.
+    shrinkage: bool = True
+
+
+@dataclass
+class DPConfig:
+    """The supervised baseline trained with DP-SGD (method ``dp_supervised``, GroupNorm
+    backbone). ``epsilon`` is a number or a list: a list audits one model per value."""
+
+    epsilon: Any = 8.0
+    delta: float | None = None  # null = min(1 / (2 x quarter size), 1e-5)
+    max_grad_norm: float = 1.0  # per-sample clipping norm C
+    accountant: DpAccountant = DpAccountant.rdp
+    # Not tuned for DP-SGD: Adam without weight decay, as the synthetic supervised preset.
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.0))
+    max_epochs: int | None = None  # null = trainer.max_epochs (the noise is set for these)
+
+
+@dataclass
 class Config:
     seed: int = 0
     role: Role = Role.target
@@ -302,6 +332,8 @@ class Config:
     linear: LinearConfig = field(default_factory=LinearConfig)
     supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
     talos: TalosConfig = field(default_factory=TalosConfig)
+    leace: LeaceConfig = field(default_factory=LeaceConfig)
+    dp: DPConfig = field(default_factory=DPConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     run: RunConfig = field(default_factory=RunConfig)

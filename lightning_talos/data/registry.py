@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from lightning_talos.data.listing import listing_digest
 from lightning_talos.data.pool import Pool
 from lightning_talos.errors import UserError
+from lightning_talos.safe_load import load_arrays, save_arrays
 
 log = logging.getLogger(__name__)
 
@@ -120,34 +122,29 @@ def _from_files(data: DictConfig, seed: int) -> Pool:
 
 
 def _cache_path(data: DictConfig, seed: int) -> Path | None:
-    """Decoding JPEGs is slow (CelebA, UTKFace): cache the resized pool, keyed by its inputs."""
+    """Decoding JPEGs is slow (CelebA, UTKFace): cache the resized pool, keyed by its inputs.
+
+    The key holds a digest of the source folders' listings (names, sizes, times), so an image
+    added, removed or rewritten since the cache was written gives a new key and a rebuild.
+    """
     if data.name not in ("utkface", "celeba"):
         return None
     root = _root(data).resolve()
-    stamp = _stamp(root)
     task, attribute = resolved_labels(data)
-    key = [data.name, str(root), stamp, data.image_size, task, attribute, seed]
+    key = [data.name, str(root), _listing(data.name, root), data.image_size, task, attribute, seed]
     if data.name == "celeba":
         key.append(data.celeba_subset)
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
     base = Path(data.cache_dir or Path.home() / ".cache" / "lightning_talos").expanduser()
-    return base / f"{data.name}-{digest}.pt"
+    return base / f"{data.name}-{digest}.npz"
 
 
-def _stamp(root: Path) -> int:
-    """Latest modification among the folders and index files a loader reads (depth <= 2).
-
-    Folder times change when images are added or removed; the attribute files are stamped
-    themselves, so an edited ``list_attr_celeba.txt`` invalidates the cache.
-    """
-    stamps = [root.stat().st_mtime_ns]
-    for child in root.iterdir():
-        if child.is_dir():
-            stamps.append(child.stat().st_mtime_ns)
-            stamps += [p.stat().st_mtime_ns for p in child.glob("*.txt")]
-        elif child.suffix == ".txt":
-            stamps.append(child.stat().st_mtime_ns)
-    return max(stamps)
+def _listing(name: str, root: Path) -> str:
+    if name == "utkface":
+        from lightning_talos.data.formats.utkface import source_folders
+    else:
+        from lightning_talos.data.formats.celeba import source_folders
+    return listing_digest(source_folders(root))
 
 
 def load_pool(data: DictConfig, *, seed: int) -> Pool:
@@ -168,8 +165,8 @@ def load_pool(data: DictConfig, *, seed: int) -> Pool:
     cache = _cache_path(data, seed)
     if cache is not None and cache.is_file():
         try:
-            return Pool(**torch.load(cache, weights_only=False))
-        except Exception as err:  # a truncated cache is rebuilt, never trusted
+            return _read_cache(cache)
+        except Exception as err:  # a truncated or foreign cache is rebuilt, never trusted
             log.warning("ignoring unreadable cache %s (%s)", cache, err)
     pool = _from_files(data, seed)
     if cache is not None:
@@ -178,10 +175,29 @@ def load_pool(data: DictConfig, *, seed: int) -> Pool:
 
 
 def _write_cache(pool: Pool, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(pool.__dict__, tmp)
-    tmp.replace(path)
+    arrays = {"images": pool.images, "labels": pool.labels}
+    if pool.attributes is not None:
+        arrays["attributes"] = pool.attributes
+    meta = {
+        "name": pool.name,
+        "num_classes": pool.num_classes,
+        "num_attribute_classes": pool.num_attribute_classes,
+        "class_names": pool.class_names,
+        "attribute_names": pool.attribute_names,
+        "skipped": pool.skipped,
+    }
+    save_arrays(path, arrays, meta)
+
+
+def _read_cache(path: Path) -> Pool:
+    """The pool stored by :func:`_write_cache` (plain arrays and JSON: nothing is unpickled)."""
+    arrays, meta = load_arrays(path)
+    return Pool(
+        images=torch.from_numpy(arrays["images"]),
+        labels=arrays["labels"],
+        attributes=arrays.get("attributes"),
+        **meta,
+    )
 
 
 def download(data: DictConfig) -> None:

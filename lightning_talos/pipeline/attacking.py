@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lightning_talos.pipeline.context import RunContext
 from lightning_talos.pipeline.features import ModelSource
+from lightning_talos.pipeline.provenance import check_attack_models
 from lightning_talos.pipeline.rundir import (
     decide,
     new_manifest,
@@ -52,6 +53,7 @@ def run_attack_stage(ctx: RunContext, stage: AttackStage, method: Method) -> Pat
     path = out_dir / stage.output
     config = stage_config(ctx.cfg, stage.sections)
     inputs = attack_inputs(ctx, stage, method)
+    check_attack_models(ctx, stage, method)  # settings and readable checkpoints of every model
     action = decide(
         read_manifest(out_dir),
         config=config,

@@ -29,11 +29,7 @@ from lightning_talos.pipeline.stages import (
     train_stage,
     upstream_closure,
 )
-from lightning_talos.pipeline.training import (
-    run_train_stage,
-    stage_epochs,
-    upstream_inputs,
-)
+from lightning_talos.pipeline.training import run_train_stage, upstream_inputs
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,7 @@ def _decide(ctx: RunContext, node: Node) -> str:
     manifest = read_manifest(node_dir(ctx, node))
     if isinstance(stage, TrainStage):
         inputs = upstream_inputs(ctx, stage, node.key)
-        return decide(manifest, inputs=inputs, epochs=stage_epochs(ctx, stage), **common)
+        return decide(manifest, inputs=inputs, epochs=stage.epochs(ctx.cfg), **common)
     assert node.method is not None  # attack nodes always carry their method
     inputs = attack_inputs(ctx, stage, node.method)
     return decide(manifest, inputs=inputs, output=node_dir(ctx, node) / stage.output, **common)

@@ -22,6 +22,7 @@ from lightning_talos.modules.classifier import LinearClassifier, SupervisedClass
 from lightning_talos.modules.simclr import SimCLR
 from lightning_talos.modules.talos import Talos
 from lightning_talos.pipeline.context import RunContext
+from lightning_talos.safe_load import load_checkpoint
 
 
 def model_settings(ctx: RunContext) -> dict[str, Any]:
@@ -112,12 +113,10 @@ def _init_from_checkpoint(ctx: RunContext, module: SimCLR) -> None:
 
 def _state_dict(source: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     path = source / "checkpoints" / "last.ckpt" if source.is_dir() else source
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path}")
-    try:
-        return path, torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    except Exception as err:  # a truncated or foreign file: say which, do not trace back
-        raise UserError(f"cannot read checkpoint {path}: {err}") from None
+    state = load_checkpoint(path)  # weights_only: a crafted file cannot run code
+    if not isinstance(state.get("state_dict"), dict):
+        raise UserError(f"cannot read checkpoint {path}: it holds no state_dict")
+    return path, state["state_dict"]
 
 
 def simclr_weights(source: Path) -> dict[str, torch.Tensor]:
@@ -142,9 +141,9 @@ def encoder_weights(source: Path) -> dict[str, torch.Tensor]:
 
 def load_linear(path: Path) -> nn.Module:
     """A trained linear stage (frozen encoder + head) from its checkpoint."""
-    return LinearClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    return LinearClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
 
 
 def load_supervised(path: Path) -> nn.Module:
     """A trained supervised baseline from its checkpoint."""
-    return SupervisedClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    return SupervisedClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +13,9 @@ from torch import Tensor
 from lightning_talos.attacks.outputs import ModelOutputs, SplitOutputs
 from lightning_talos.data.datamodule import TalosDataModule
 from lightning_talos.data.splits import QUARTERS
-from lightning_talos.errors import UserError
 from lightning_talos.pipeline.context import RunContext
 from lightning_talos.pipeline.rundir import require_done
+from lightning_talos.safe_load import checkpoint_error, file_digest, load_arrays, save_arrays
 
 
 def device() -> torch.device:
@@ -62,19 +61,25 @@ class ModelSource:
         path = self.folder(role) / "checkpoints" / "last.ckpt"
         try:
             model = self.load(path)
-        except (OSError, RuntimeError, KeyError) as err:
-            raise UserError(f"cannot load {path}: {err}") from None
+        except Exception as err:  # truncated, foreign or hostile (nothing in it is run): one line
+            raise checkpoint_error(path, err) from None
         return model.to(device()).eval()
 
     def quarters(self, role: str) -> dict[str, SplitOutputs]:
         """The model's outputs on all four quarters, from ``<run>/features/`` when cached.
 
-        The cache is keyed by the model's completion id (a retrained model gets a new one) and
-        the split hash; a stale or unreadable cache is recomputed.
+        The cache is keyed by the model's completion id (a retrained model gets a new one), the
+        split hash and the checkpoint's bytes (a replaced checkpoint is noticed); a stale or
+        unreadable cache is recomputed. It is a NumPy archive, so reading it runs no code.
         """
         ctx = self.ctx
-        path = ctx.root / "features" / f"{self.stage}-{role}.pt"
-        key = {"completion_id": self.manifest(role)["completion_id"], "split_hash": ctx.splits.hash}
+        path = ctx.root / "features" / f"{self.stage}-{role}.npz"
+        checkpoint = self.folder(role) / "checkpoints" / "last.ckpt"
+        key = {
+            "completion_id": self.manifest(role)["completion_id"],
+            "split_hash": ctx.splits.hash,
+            "checkpoint_sha256": file_digest(checkpoint) if checkpoint.is_file() else "",
+        }
         cached = _read_cache(path)
         if cached is not None and cached["key"] == key:
             return {q: SplitOutputs(**v) for q, v in cached["quarters"].items()}
@@ -110,13 +115,21 @@ def _read_cache(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # a truncated cache is recomputed, never trusted
+        arrays, key = load_arrays(path)
+        quarters: dict[str, dict[str, Tensor | None]] = {}
+        for name, array in arrays.items():
+            quarter, field = name.split("/")
+            quarters.setdefault(quarter, {"attributes": None})[field] = torch.from_numpy(array)
+        return {"key": key, "quarters": quarters}
+    except Exception:  # a truncated or foreign cache is recomputed, never trusted
         return None
 
 
 def _write_cache(path: Path, key: dict[str, str], quarters: dict[str, SplitOutputs]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"key": key, "quarters": {q: vars(v) for q, v in quarters.items()}}, tmp)
-    os.replace(tmp, path)
+    arrays = {
+        f"{quarter}/{field}": value
+        for quarter, outputs in quarters.items()
+        for field, value in vars(outputs).items()
+        if value is not None
+    }
+    save_arrays(path, arrays, key)

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline.rundir import git_commit, read_manifest, versions
-from lightning_talos.pipeline.stages import PAPER_ATTACKS, REGISTRY, method_names
+from lightning_talos.pipeline.rundir import git_commit, machine_info, read_manifest, versions
+from lightning_talos.pipeline.stages import PAPER_ATTACKS, REGISTRY, entry_methods, method_names
 from lightning_talos.report.claims import claim_problems, decode_correct, judge_claims
 
 if TYPE_CHECKING:  # the context pulls in the data stack; the report needs only the schema
@@ -47,7 +47,17 @@ def method_results(root: Path, method: str) -> dict[str, Any] | None:
     for stage in REGISTRY.attack.values():
         result = outputs[stage.name]
         out[stage.name] = None if result is None else stage.summarize(result)
+    defence = _defence(root, method)
+    if defence is not None:
+        out["defence"] = defence
     return out
+
+
+def _defence(root: Path, method: str) -> dict[str, Any] | None:
+    """What the method's target model recorded of its defence (``TrainStage.record``)."""
+    chosen = REGISTRY.methods.get(method)
+    metrics = _read(root / f"{chosen.model_stage}-target" / "metrics.json") if chosen else None
+    return (metrics or {}).get("defence")
 
 
 def build_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any]:
@@ -70,6 +80,7 @@ def build_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any]:
         "bootstrap": {MIA: cfg.mia.bootstrap, AIA: cfg.aia.bootstrap},
         "git_commit": git_commit(),
         "versions": versions(),
+        "machine": machine_info(),
         "wall_time_s": _stage_times(ctx.root, timings),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -148,7 +159,7 @@ def validate_results(results: Any) -> list[str]:
             "`lightning-talos audit` to rebuild results.json)"
         )
     problems += _meta_problems(results.get("meta"))
-    for method in method_names():
+    for method in entry_methods(results):
         if results.get(method) is not None:
             problems += _method_problems(results[method], method)
     problems += claim_problems(results.get("claims"))
@@ -198,7 +209,22 @@ def _method_problems(entry: Any, method: str) -> list[str]:
     aia = entry.get(AIA)
     if aia is not None:
         problems += _aia_problems(aia, f"{method}.aia")
-    return problems
+    return problems + _defence_problems(entry.get("defence"), f"{method}.defence")
+
+
+#: ``defence`` of a DP-SGD model's record, and the numbers that record must hold.
+DP_SGD = "dp_sgd"
+DP_KEYS = ("epsilon", "delta", "max_grad_norm", "noise_multiplier", "sample_rate")
+
+
+def _defence_problems(defence: Any, where: str) -> list[str]:
+    if defence is None:
+        return []
+    if not isinstance(defence, dict) or not isinstance(defence.get("defence"), str):
+        return [f"{where} must be an object naming its defence"]
+    if defence["defence"] != DP_SGD:
+        return []
+    return [f"{where}.{k} must be a number" for k in DP_KEYS if not _number(defence.get(k))]
 
 
 def _utility_problems(utility: Any, where: str) -> list[str]:

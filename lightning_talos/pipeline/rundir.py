@@ -115,6 +115,29 @@ def versions() -> dict[str, str]:
     }
 
 
+def machine_info() -> dict[str, Any]:
+    """The machine a result was computed on: CPU model, cores, torch's CPU kernels, GPU."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+    }
+
+
 def check_reusable(manifest: dict[str, Any], config: dict[str, Any], where: Path) -> None:
     """Refuse to touch a run made with other settings.
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from lightning_talos.errors import UserError
 
@@ -81,6 +82,9 @@ class TrainStage:
         extra: arguments that select this stage among those sharing ``command``.
         needs_attribute: the dataset must have a sensitive attribute.
         reads: the upstream stages in words, for ``--help``.
+        precision: the trainer precision this stage needs, whatever ``trainer.precision`` says.
+        record: what the trained module tells ``results.json`` (a defence's settings and
+            guarantee): ``module -> JSON-able dict``, kept in ``metrics.json`` as ``defence``.
     """
 
     name: str
@@ -95,6 +99,13 @@ class TrainStage:
     extra: str = ""
     needs_attribute: bool = False
     reads: str = ""
+    precision: str | None = None
+    record: Callable[[Any], dict[str, Any]] | None = None
+
+    def epochs(self, cfg: DictConfig) -> int:
+        """Epochs of the stage: its own ``max_epochs``, else ``trainer.max_epochs``."""
+        own = cfg[self.epochs_section].max_epochs
+        return int(cfg.trainer.max_epochs if own is None else own)
 
     def rebuild(self, cfg: DictConfig, role: str) -> str:
         """The command line that (re)trains this stage for ``role`` in the same run."""
@@ -169,6 +180,8 @@ class Method:
         model_stage: the training stage that produces its classifier.
         needs_attribute: the dataset must have a sensitive attribute.
         default: audited unless ``methods=[...]`` says otherwise.
+        variants: the methods this one stands for under a config (one per value of a list
+            setting), registered with their stages when called; empty: the method itself.
     """
 
     name: str
@@ -176,6 +189,7 @@ class Method:
     model_stage: str
     needs_attribute: bool = False
     default: bool = True
+    variants: Callable[[DictConfig], tuple[Method, ...]] | None = None
 
 
 @dataclass
@@ -281,15 +295,55 @@ def audited_methods(cfg: DictConfig, *, with_attribute: bool) -> list[Method]:
         UserError: an unknown method name, or one that needs an attribute the dataset lacks.
     """
     if cfg.methods:
-        chosen = [method(str(n)) for n in cfg.methods]
+        chosen = [v for n in cfg.methods for v in _expand(cfg, method(str(n)))]
         missing = [m.name for m in chosen if m.needs_attribute and not with_attribute]
         if missing:
             raise UserError(
                 f"{cfg.data.name} has no sensitive attribute: cannot audit {', '.join(missing)}"
             )
         return chosen
-    defaults = [m for m in REGISTRY.methods.values() if m.default]
+    defaults = [v for m in list(REGISTRY.methods.values()) if m.default for v in _expand(cfg, m)]
     return [m for m in defaults if with_attribute or not m.needs_attribute]
+
+
+#: Variants registered for the last config read, by method (a new config replaces them).
+_MADE: dict[str, tuple[str, ...]] = {}
+
+
+def _expand(cfg: DictConfig, chosen: Method) -> list[Method]:
+    if chosen.variants is None:
+        return [chosen]
+    made = chosen.variants(cfg)
+    for stale in set(_MADE.get(chosen.name, ())) - {m.name for m in made}:
+        unregister(stale)
+    _MADE[chosen.name] = tuple(m.name for m in made)
+    return list(made) or [chosen]
+
+
+def register_variants(cfg: DictConfig) -> None:
+    """Register every method's config-made variants (and their stages) for ``cfg``.
+
+    Raises:
+        UserError: when a setting the variants are made from is invalid.
+    """
+    for each in list(REGISTRY.methods.values()):
+        _expand(cfg, each)
+
+
+def entry_methods(results: Mapping[str, Any]) -> list[str]:
+    """Method entries a results dict may hold: the registered methods, then config-made
+    variants (``<method>_...``) of a method that has some, which a process that never read
+    that run's config has not registered."""
+    names = list(REGISTRY.methods)
+    bases = [m.name for m in REGISTRY.methods.values() if m.variants is not None]
+    made = [
+        key
+        for key, value in results.items()
+        if key not in names
+        and isinstance(value, dict)
+        and any(key.startswith(f"{base}_") for base in bases)
+    ]
+    return names + made
 
 
 def upstream_closure(cfg: DictConfig, name: str) -> list[str]:
@@ -306,6 +360,7 @@ def stage_for_command(cfg: DictConfig, command: str) -> TrainStage:
     Raises:
         UserError: when ``method`` names no stage of that command.
     """
+    register_variants(cfg)
     stages = [s for s in REGISTRY.train.values() if (s.command or s.name) == command]
     if len(stages) == 1:
         return stages[0]
@@ -426,6 +481,106 @@ register_attack_stage(
         roles=("target",),
         finish=lazy(_ATTACK, "finish_aia"),
         needs_attribute=True,
+    )
+)
+
+
+# --- defences beside Talos (issue 14): LEACE and DP-SGD -------------------------------------
+
+_DEFENCES = "lightning_talos.pipeline.defences"
+#: The concept-erasure defence and the DP-SGD baseline (``methods=[...]`` asks for them).
+LEACE, DP_SUPERVISED = "leace", "dp_supervised"
+
+
+def dp_epsilons(cfg: DictConfig) -> list[float]:
+    """``dp.epsilon`` as a list of targets (one number or a list of them).
+
+    Raises:
+        UserError: for a value that is not a positive number, an empty list or a repeat.
+    """
+    raw = cfg.dp.epsilon
+    values = list(raw) if isinstance(raw, ListConfig | list | tuple) else [raw]
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if not values or len(numbers) < len(values) or min(numbers) <= 0:
+        raise UserError(f"dp.epsilon must be a positive number or a list of them, got {raw}")
+    if len(set(numbers)) < len(numbers):
+        raise UserError(f"dp.epsilon lists a value twice: {raw}")
+    return [float(v) for v in numbers]
+
+
+def _dp_variants(cfg: DictConfig) -> tuple[Method, ...]:
+    """One DP-SGD stage and method per ``dp.epsilon`` value when it lists several
+    (``dp_supervised_eps1``, ``dp_supervised_eps8``, ...); none for one value."""
+    values = dp_epsilons(cfg)
+    if len(values) == 1:
+        return ()
+    stage, base = REGISTRY.train[DP_SUPERVISED], REGISTRY.methods[DP_SUPERVISED]
+    listed = ",".join(f"{e:g}" for e in values)
+    made = []
+    for epsilon in values:
+        name = f"{DP_SUPERVISED}_eps{epsilon:g}".replace(".", "p")
+        register_train_stage(
+            replace(
+                stage,
+                name=name,
+                command=stage.command or stage.name,
+                build=partial(stage.build, epsilon=epsilon),
+                extra=f"method={name} dp.epsilon=[{listed}]",
+            )
+        )
+        made.append(
+            register_method(
+                replace(
+                    base,
+                    name=name,
+                    label=f"{base.label} eps={epsilon:g}",
+                    model_stage=name,
+                    default=False,
+                    variants=None,
+                )
+            )
+        )
+    return tuple(made)
+
+
+register_train_stage(
+    TrainStage(
+        name=LEACE,
+        summary="LEACE: frozen SimCLR encoder -> attribute eraser (fitted on the role's train "
+        "quarter) -> linear layer",
+        sections=("model", "linear", "leace"),
+        epochs_section="linear",
+        build=lazy(_DEFENCES, "build_leace"),
+        upstream=lambda cfg: ("pretrain",),
+        load=lazy(_DEFENCES, "load_leace"),
+        command="linear",
+        extra=f"method={LEACE}",
+        needs_attribute=True,
+        reads="pretrain-ROLE",
+        record=lazy(_DEFENCES, "leace_record"),
+    )
+)
+register_train_stage(
+    TrainStage(
+        name=DP_SUPERVISED,
+        summary="the supervised baseline trained with DP-SGD (Opacus; GroupNorm backbone); "
+        "with a dp.epsilon list, the value's model is method=dp_supervised_eps<E>",
+        sections=("model", "dp"),
+        epochs_section="dp",
+        build=lazy(_DEFENCES, "build_dp_supervised"),
+        load=lazy(_DEFENCES, "load_dp_supervised"),
+        precision="32-true",  # per-sample norms in 16 bits can exceed the clipping bound
+        record=lazy(_DEFENCES, "dp_record"),
+    )
+)
+register_method(Method(LEACE, "LEACE", model_stage=LEACE, needs_attribute=True, default=False))
+register_method(
+    Method(
+        DP_SUPERVISED,
+        "DP-SGD",
+        model_stage=DP_SUPERVISED,
+        default=False,
+        variants=_dp_variants,
     )
 )
 

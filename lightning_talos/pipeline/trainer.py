@@ -12,10 +12,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from lightning_talos.config.load import to_dict
+from lightning_talos.pipeline.checkpoints import LAST, LastCheckpoint
+from lightning_talos.pipeline.signals import GracefulInterrupt
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +95,19 @@ def build_trainer(
     max_epochs: int,
     logger: Any,
     strategy: str | None = None,
+    precision: str | None = None,
 ) -> pl.Trainer:
-    """A Trainer writing ``<stage_dir>/checkpoints/last.ckpt`` every epoch."""
+    """A Trainer writing ``<stage_dir>/checkpoints/last.ckpt`` atomically: every epoch, every
+    ``trainer.checkpoint_every_n_steps`` steps / ``trainer.checkpoint_every_minutes`` minutes,
+    and when SIGTERM or Ctrl-C stops it (see ``pipeline/signals.py``). ``strategy`` and
+    ``precision`` override ``trainer.*`` for a stage that needs its own."""
     t = cfg.trainer
-    checkpoint = ModelCheckpoint(
-        dirpath=stage_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1
+    checkpoint = LastCheckpoint(
+        stage_dir / LAST,
+        every_n_steps=t.checkpoint_every_n_steps,
+        every_minutes=t.checkpoint_every_minutes,
     )
-    callbacks: list[Any] = [checkpoint]
+    callbacks: list[Any] = [checkpoint, GracefulInterrupt()]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     return pl.Trainer(
@@ -109,7 +117,7 @@ def build_trainer(
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=strategy or t.strategy,
-        precision=t.precision,
+        precision=precision or t.precision,
         sync_batchnorm=t.sync_batchnorm,
         log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.check_val_every_n_epoch,

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_talos.data.datamodule import TalosDataModule
 from lightning_talos.errors import UserError
+from lightning_talos.pipeline.checkpoints import LAST, Progress, resume_checkpoint
 from lightning_talos.pipeline.context import RunContext
+from lightning_talos.pipeline.provenance import check_upstream, rebuild_command
 from lightning_talos.pipeline.rundir import (
     decide,
     new_manifest,
@@ -24,6 +25,7 @@ from lightning_talos.pipeline.rundir import (
     stage_config,
     write_json,
 )
+from lightning_talos.pipeline.signals import stop_on_signal
 from lightning_talos.pipeline.stages import TrainStage, role_family, train_stage
 from lightning_talos.pipeline.trainer import build_logger, build_trainer, new_wandb_id
 
@@ -31,12 +33,6 @@ from lightning_talos.pipeline.trainer import build_logger, build_trainer, new_wa
 def is_rank_zero() -> bool:
     """True in the process that owns the run folder (DDP children re-run the command)."""
     return rank_zero_only.rank == 0
-
-
-def stage_epochs(ctx: RunContext, stage: TrainStage) -> int:
-    """Epochs of a stage: its own ``max_epochs`` or ``trainer.max_epochs``."""
-    own = ctx.cfg[stage.epochs_section].max_epochs
-    return int(ctx.cfg.trainer.max_epochs if own is None else own)
 
 
 def upstream_dirs(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, Path]:
@@ -82,7 +78,8 @@ def run_train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, 
     stage_dir = ctx.stage_dir(stage.name, role)
     config = stage_config(cfg, stage.sections)
     inputs = upstream_inputs(ctx, stage, role)
-    epochs = stage_epochs(ctx, stage)
+    check_upstream(ctx, stage, role)
+    epochs = stage.epochs(cfg)
     manifest = read_manifest(stage_dir)
     action = decide(
         manifest,
@@ -97,6 +94,9 @@ def run_train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, 
     if action == "done":
         print(f"[{label}] already done ({epochs} epochs) in {stage_dir}")
         return manifest  # type: ignore[return-value]
+    # read before the manifest is touched: a corrupt checkpoint stops here, in one line
+    rebuild = rebuild_command(cfg, stage, role)
+    start = resume_checkpoint(stage_dir, rebuild=rebuild) if action == "resume" else None
     if action == "fresh" and stage_dir.exists() and is_rank_zero():
         shutil.rmtree(stage_dir)
     wandb_id = manifest["wandb_id"] if action == "resume" and manifest else new_wandb_id()
@@ -113,7 +113,7 @@ def run_train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, 
     if is_rank_zero():
         save_config(cfg, stage_dir)
         write_json(stage_dir / "manifest.json", manifest)
-    metrics = _fit(ctx, stage, role, epochs, wandb_id, resume=action == "resume")
+    metrics = _fit(ctx, stage, role, epochs, wandb_id, start=start)
     manifest["epochs_completed"] = metrics["epochs"]
     manifest["wall_time_s"] = round(time.time() - started, 2)
     manifest["status"] = "fast_dev_run" if cfg.trainer.fast_dev_run else "done"
@@ -131,13 +131,15 @@ def _fit(
     epochs: int,
     wandb_id: str,
     *,
-    resume: bool,
+    start: tuple[Path, Progress] | None,
 ) -> dict[str, Any]:
     cfg = ctx.cfg
     stage_dir = ctx.stage_dir(stage.name, role)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = stage.build(ctx, role, upstream_dirs(ctx, stage, role))
     dm = TalosDataModule(cfg.data, ctx.pool, role_splits(ctx, role), role=role, **stage.data(cfg))
+    if hasattr(module, "wrap_datamodule"):  # e.g. DP-SGD's Poisson sampling
+        dm = module.wrap_datamodule(dm)
     passes = getattr(module, "passes_per_epoch", 1)
     strategy = None
     if getattr(module, "has_unused_parameters", False) and str(cfg.trainer.strategy).startswith(
@@ -147,14 +149,21 @@ def _fit(
     tags = [str(cfg.data.name), str(cfg.model.backbone), stage.name, role]
     logger = build_logger(cfg, name=stage_dir.name, wandb_id=wandb_id, save_dir=ctx.root, tags=tags)
     trainer = build_trainer(
-        cfg, stage_dir=stage_dir, max_epochs=epochs * passes, logger=logger, strategy=strategy
+        cfg,
+        stage_dir=stage_dir,
+        max_epochs=epochs * passes,
+        logger=logger,
+        strategy=strategy,
+        precision=stage.precision,
     )
-    last = stage_dir / "checkpoints" / "last.ckpt"
-    ckpt = last if resume and last.is_file() else None
-    resumed_from = _checkpoint_epochs(ckpt) // passes if ckpt else None
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
-        results = trainer.validate(module, datamodule=dm, verbose=False)
+    ckpt, resumed = start or (None, None)
+    manifest_path, last = stage_dir / "manifest.json", stage_dir / LAST
+    try:  # SIGTERM / Ctrl-C: last.ckpt saved, manifest `interrupted`, exit 143 / 130
+        with stop_on_signal(trainer, manifest_path=manifest_path, checkpoint=last):
+            trainer.fit(
+                module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True
+            )
+            results = trainer.validate(module, datamodule=dm, verbose=False)
     finally:
         if logger:
             logger.experiment.finish()
@@ -162,12 +171,9 @@ def _fit(
     for block in results:
         merged.update({k.split("/dataloader_idx")[0]: float(v) for k, v in block.items()})
     merged["epochs"] = trainer.current_epoch // passes
-    merged["resumed_from_epoch"] = resumed_from
+    merged["resumed_from_epoch"] = resumed.epochs // passes if resumed else None
+    merged["resumed_from_step"] = resumed.global_step if resumed else None
     merged["global_step"] = int(trainer.global_step)
+    if stage.record is not None:
+        merged["defence"] = stage.record(module)
     return merged
-
-
-def _checkpoint_epochs(path: Path) -> int:
-    """Completed epochs recorded in a Lightning checkpoint (memory-mapped, weights not read)."""
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])

@@ -75,11 +75,31 @@ def log_report(cfg: DictConfig, root: Path, results: dict[str, Any]) -> None:
     run = _init(cfg, root, "report")
     try:
         run.log({"results": wandb.Table(columns=columns, data=rows)})
-        for image in ("roc.png", "aia.png"):
+        run.log({"frontier": wandb.Table(*frontier_table(results))})
+        for image in ("roc.png", "aia.png", "frontier.png"):
             if (root / image).is_file():
                 run.log({image[:-4]: wandb.Image(str(root / image))})
     finally:
         run.finish()
+
+
+FRONTIER_COLUMNS = ("label", "task_acc", "aia_excess", "aia_probe", "mia_adv", "mia_attack",
+                    "epsilon", "delta", "max_grad_norm", "noise_multiplier")  # fmt: skip
+
+
+def frontier_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The privacy-utility frontier (``report/frontier.py``) as W&B Table columns and rows,
+    interval ends as ``<key>_lo`` / ``<key>_hi``."""
+    from lightning_talos.report.frontier import frontier_rows
+
+    columns = [*FRONTIER_COLUMNS]
+    intervals = ("task_ci", "aia_ci", "mia_ci")
+    columns += [f"{k}_{end}" for k in intervals for end in ("lo", "hi")]
+    rows = []
+    for row in frontier_rows(results):
+        ends = [row[k][i] if row[k] is not None else None for k in intervals for i in (0, 1)]
+        rows.append([*(row[c] for c in FRONTIER_COLUMNS), *ends])
+    return columns, rows
 
 
 def log_attack(

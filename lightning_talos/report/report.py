@@ -18,6 +18,7 @@ from lightning_talos.pipeline.stages import (
     method_labels,
     method_names,
 )
+from lightning_talos.report.frontier import frontier_compare, frontier_section
 from lightning_talos.report.plots import plot_aia_bars, plot_roc, plot_tradeoff
 from lightning_talos.report.stronger import stronger_attacks_section
 
@@ -259,7 +260,9 @@ def write_report(root: Path) -> Path:
     results = load_results(root)
     path = root / "report.md"
     path.write_text(
-        render(results, figures(results, root)) + stronger_attacks_section(results, root)
+        render(results, figures(results, root))
+        + frontier_section(results, root)
+        + stronger_attacks_section(results, root)
     )
     return path
 
@@ -310,4 +313,5 @@ def compare(roots: list[Path]) -> str:
         seeds = sorted({verdicts[k]["seeds"] for k in ("1", "2", "3")})
         cells = " | ".join(verdicts[k]["verdict"] for k in ("1", "2", "3"))
         lines.append(f"| {root} | {'/'.join(map(str, seeds))} | {cells} |")
+    lines += frontier_compare(roots, runs)
     return "\n".join(lines)

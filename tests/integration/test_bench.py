@@ -36,6 +36,7 @@ def test_bench_writes_ratios_and_details(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("BENCH_STEPS", "1")
     monkeypatch.setenv("BENCH_ROUNDS", "2")
+    monkeypatch.setenv("BENCH_CONCURRENT", "0")  # see test_bench_concurrent.py
     monkeypatch.delenv("BENCH_OUT", raising=False)
     main(TINY)
     report = json.loads((tmp_path / "bench.json").read_text())
@@ -48,3 +49,5 @@ def test_bench_writes_ratios_and_details(tmp_path: Path, monkeypatch: pytest.Mon
         assert details["precision"] == "32-true"
     assert report["details"]["bf16_channels_last_vs_fp32"]["bf16_loss_first_last"]
     assert report["machine"]["torch"] and report["machine"]["lightning"]
+    assert report["concurrent_vs_alone"] is None  # skipped, and said so
+    assert report["targets"]["concurrent_vs_alone"]["met"] is None

@@ -137,7 +137,7 @@ def test_utkface_counts_malformed_names(tmp_path: Path, capsys) -> None:
     # the second call hits the pool cache under the (monkeypatched) home and says the same
     cached = _data(args, capsys)
     assert cached == info
-    assert list((Path.home() / ".cache" / "lightning_talos").glob("utkface-*.pt"))
+    assert list((Path.home() / ".cache" / "lightning_talos").glob("utkface-*.npz"))
 
 
 def test_celeba_subset_and_composite_attribute(tmp_path: Path, capsys) -> None:

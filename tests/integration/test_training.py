@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +11,7 @@ import torch
 
 from lightning_talos.cli import main
 from lightning_talos.pipeline.trainer import AtomicCheckpointIO
+from tests.fixtures.processes import checkpoint_position, launch, wait_for_file
 
 
 def _stage(tmp_path: Path, name: str) -> Path:
@@ -80,6 +77,7 @@ def test_resume_continues_and_done_is_not_retrained(
     metrics = _json(folder / "metrics.json")
     assert metrics["global_step"] == 2 * steps_per_epoch  # epoch 1 was not repeated
     assert metrics["resumed_from_epoch"] == 1
+    assert metrics["resumed_from_step"] == steps_per_epoch
     assert second["wandb_id"] == first["wandb_id"]
     assert main(["pretrain", *tiny_args, "simclr.max_epochs=2"]) == 0
     assert "already done" in capsys.readouterr().out
@@ -138,24 +136,33 @@ def test_atomic_checkpoint_keeps_previous_file_on_failure(
     assert torch.load(path, weights_only=False)["epoch"] == 1
 
 
+#: 64 training images in batches of 32: two optimizer steps per epoch.
+STEPS_PER_EPOCH = 2
+
+
 @pytest.mark.slow
-def test_sigkill_mid_run_resumes_from_last_checkpoint(tiny_args: list[str], tmp_path: Path) -> None:
-    # PIL augmentation makes each epoch take ~1 s, so the kill lands mid-run.
-    args = [*tiny_args, "simclr.max_epochs=6", "data.synthetic.quarter_size=256",
-            "data.aug.mode=pil"]  # fmt: skip
-    cmd = [sys.executable, "-m", "lightning_talos", "pretrain", *args]
-    env = {**os.environ, "WANDB_MODE": "disabled"}
+def test_sigkill_mid_run_resumes_from_that_checkpoint(tiny_args: list[str], tmp_path: Path) -> None:
+    epochs = 10
+    args = [*tiny_args, f"simclr.max_epochs={epochs}"]
     folder = _stage(tmp_path, "pretrain-target")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = folder / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while not ckpt.is_file() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert ckpt.is_file(), "no checkpoint was written before the kill"
+    proc = launch("pretrain", args)
+    try:
+        wait_for_file(proc, ckpt)
+        # Freeze the process so the checkpoint read below is the one on disk at the kill.
+        proc.send_signal(signal.SIGSTOP)
+        epoch, step = checkpoint_position(ckpt)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert (epoch, step) == checkpoint_position(ckpt)
+    assert step == STEPS_PER_EPOCH * (epoch + 1)  # written at the end of epoch `epoch`
+    assert epoch + 1 < epochs  # provably mid-run: the last epoch had not started
     assert _json(folder / "manifest.json")["status"] == "running"
     assert main(["pretrain", *args]) == 0
     metrics = _json(folder / "metrics.json")
-    assert metrics["resumed_from_epoch"] >= 1
-    assert metrics["epochs"] == 6
+    assert metrics["resumed_from_epoch"] == epoch + 1
+    assert metrics["resumed_from_step"] == step
+    assert metrics["epochs"] == epochs
+    assert metrics["global_step"] == STEPS_PER_EPOCH * epochs  # no step repeated or lost
+    print(f"killed after epoch {epoch + 1}/{epochs} (step {step}); resumed from there")

@@ -122,6 +122,16 @@ def _celeba_folder(root: Path) -> Path:
     raise UserError(f"celeba: {ATTR_FILE} not found under {root}; expected {LAYOUT}")
 
 
+def source_folders(root: str | Path) -> list[Path]:
+    """The folders :func:`load_celeba` reads files from (the list files', then the images').
+
+    Raises:
+        UserError: when no ``list_attr_celeba.txt`` is found under ``root``.
+    """
+    folder = _celeba_folder(Path(root))
+    return [folder, folder / IMAGE_FOLDER]
+
+
 def read_attributes(path: str | Path) -> CelebaAttributes:
     """Read ``list_attr_celeba.txt``: a count line, a names line, then ``file v1 .. vK`` rows.
 

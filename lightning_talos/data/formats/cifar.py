@@ -14,6 +14,7 @@ from torchvision.datasets.utils import check_integrity
 from lightning_talos.data.formats.images import resize_batch_uint8
 from lightning_talos.data.pool import Pool
 from lightning_talos.errors import UserError
+from lightning_talos.safe_load import restricted_unpickle
 
 CifarVariant = Literal["cifar10", "cifar100"]
 
@@ -61,12 +62,19 @@ def expected_layout(variant: CifarVariant) -> str:
     return f"<root>/{dataset.base_folder}/{{{', '.join(files)}}} (torchvision layout)"
 
 
+#: What reading a truncated, foreign or refused pickle raises.
+_READ_ERRORS = (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError,
+                IndexError, KeyError)  # fmt: skip
+
+
 def _unpickle(path: Path, variant: CifarVariant) -> dict[str, Any]:
     # latin1 is how torchvision reads the official Python-2 pickles: their str keys become str.
+    # Only NumPy arrays and plain values are admitted, so a crafted file cannot run code even
+    # with data.verify_checksums=false.
     try:
         with path.open("rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError) as err:
+            entry = restricted_unpickle(f, encoding="latin1")
+    except _READ_ERRORS as err:
         raise UserError(f"{variant}: cannot read {path} ({err}); expected a pickle file") from err
     if not isinstance(entry, dict):
         raise UserError(f"{variant}: {path} is not a CIFAR pickle (no dict inside)")

@@ -109,6 +109,15 @@ def _image_folder(root: Path) -> Path:
     return root
 
 
+def source_folders(root: str | Path) -> list[Path]:
+    """The folder :func:`load_utkface` reads the jpgs from, as a one-element list.
+
+    Raises:
+        UserError: when ``root`` is not a folder.
+    """
+    return [_image_folder(Path(root))]
+
+
 def _values(parsed: np.ndarray, attribute: _Attribute) -> np.ndarray:
     column = parsed[:, attribute.field]
     return age_bucket(column) if attribute.field == ATTRIBUTES["age"].field else column

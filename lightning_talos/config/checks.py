@@ -1,0 +1,154 @@
+"""Value checks run on the composed config, before any command writes a folder.
+
+Each failure is one ``UserError`` line naming the key (the CLI prints ``error: ...``, exit 2).
+Zero or a negative count is refused, never read as "unset": a stage's ``max_epochs`` is either
+null (use ``trainer.max_epochs``) or at least 1.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
+
+from lightning_talos.errors import UserError
+
+#: Settings that count something and must be at least 1.
+AT_LEAST_ONE = (
+    "data.batch_size",
+    "data.eval_batch_size",
+    "mia.nn_batch_size",
+    "aia.mlp_batch_size",
+    "mia.nn_epochs",
+    "aia.mlp_epochs",
+    "trainer.max_epochs",
+    "mia.label_only_samples",
+    "mia.hsj_iterations",
+    "mia.hsj_grad_samples",
+)
+
+#: Settings that are null (off, or "use the default") or at least 1.
+NULL_OR_AT_LEAST_ONE = (
+    "simclr.max_epochs",
+    "linear.max_epochs",
+    "supervised.max_epochs",
+    "talos.max_epochs",
+    "dp.max_epochs",
+    "trainer.checkpoint_every_n_steps",
+)
+
+#: Image side in pixels: below 8 the backbones have nothing left to pool; above 1024 a pool of
+#: decoded images would not fit in memory.
+IMAGE_SIZE = (8, 1024)
+
+#: Four quarters (target/shadow x member/non-member), each non-empty.
+MIN_POOL = 4
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every value check, in the order a user would fix them.
+
+    Raises:
+        UserError: one line naming the first bad key.
+    """
+    check_interpolations(cfg)
+    check_counts(cfg)
+    check_run_name(cfg.run.name)
+    check_run_dir(cfg.run.dir)
+
+
+def check_interpolations(cfg: DictConfig) -> None:
+    """Resolve every ``${...}`` once.
+
+    Raises:
+        UserError: naming the key whose interpolation cannot be resolved.
+    """
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as err:
+        key = getattr(err, "full_key", None) or "?"
+        reason = str(err).splitlines()[0]
+        raise UserError(f"cannot resolve the interpolation in '{key}': {reason}") from None
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise UserError(f"invalid value for '{key}': {str(err).splitlines()[0]}") from None
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key)
+
+
+def check_counts(cfg: DictConfig) -> None:
+    """Batch sizes, epochs, checkpoint intervals, pool size and image size.
+
+    Raises:
+        UserError: naming the key, its value and what is allowed.
+    """
+    for key in AT_LEAST_ONE:
+        if _select(cfg, key) < 1:
+            raise UserError(f"'{key}' must be at least 1, got {_select(cfg, key)}")
+    for key in NULL_OR_AT_LEAST_ONE:
+        value = _select(cfg, key)
+        if value is not None and value < 1:
+            raise UserError(f"'{key}' must be null or at least 1, got {value}")
+    tolerance = cfg.mia.hsj_tolerance
+    if tolerance is not None and not 0 < tolerance < 1:
+        raise UserError(f"'mia.hsj_tolerance' must be null or in (0, 1), got {tolerance}")
+    if cfg.mia.hsj_abs_tolerance <= 0:
+        raise UserError(f"'mia.hsj_abs_tolerance' must be > 0, got {cfg.mia.hsj_abs_tolerance}")
+    minutes = cfg.trainer.checkpoint_every_minutes
+    if minutes is not None and minutes <= 0:
+        raise UserError(f"'trainer.checkpoint_every_minutes' must be null or > 0, got {minutes}")
+    pool = cfg.data.pool_size
+    if pool is not None and pool < MIN_POOL:
+        raise UserError(
+            f"'data.pool_size' must be null (all) or at least {MIN_POOL} (four non-empty "
+            f"quarters), got {pool}"
+        )
+    low, high = IMAGE_SIZE
+    size = cfg.data.image_size
+    if not low <= size <= high:
+        raise UserError(f"'data.image_size' must be {low}..{high} pixels, got {size}")
+
+
+def check_run_name(name: str) -> None:
+    """``run.name`` is one plain folder name: letters, digits, ``-``, ``_``, ``.``.
+
+    Raises:
+        UserError: for separators, absolute paths, ``.``/``..`` or other characters.
+    """
+    if not _PLAIN_NAME.fullmatch(name) or name in (".", ".."):
+        raise UserError(
+            f"'run.name' must be a plain name (letters, digits, '-', '_', '.'; not '.' or "
+            f"'..'), got '{name}': it names a folder inside run.dir"
+        )
+
+
+def check_run_dir(run_dir: str) -> None:
+    """``run.dir`` (or its nearest existing parent) is a folder this process can write in.
+
+    A temporary file is created and removed in that folder: permission bits alone would say
+    yes to root on a read-only mount.
+
+    Raises:
+        UserError: naming the folder that is not a directory or not writable.
+    """
+    path = Path(run_dir).expanduser().absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"'run.dir' {run_dir} cannot be created: {existing} is not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UserError(
+            f"'run.dir' {run_dir} is not writable ({existing}: {err.strerror or err})"
+        ) from None

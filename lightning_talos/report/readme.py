@@ -1,0 +1,89 @@
+"""The README's demo numbers, written by code from a run's ``results.json`` (never by hand).
+
+``lightning-talos report run.name=demo --readme=README.md`` replaces the block between
+:data:`START` and :data:`END` with the run's table, verdicts and the machine and commit that
+produced them (``make readme`` does this for ``runs/demo``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lightning_talos.errors import UserError
+from lightning_talos.pipeline.stages import method_labels, method_names
+from lightning_talos.report.report import claims, table
+
+START = "<!-- demo-results:start (written by `make readme` from runs/demo: do not edit) -->"
+END = "<!-- demo-results:end -->"
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def utility_table(results: dict[str, Any]) -> str:
+    """Task accuracy of every model: train and test, on the noisy labels and on the clean ones
+    where the dataset knows them (the synthetic set does)."""
+    head = "| model | train acc | test acc | gap | clean train acc | clean test acc |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for method in method_names():
+        u = (results.get(method) or {}).get("utility")
+        if not u:
+            continue
+        cells = [u.get(k) for k in ("train_acc", "test_acc", "gap", "clean_train_acc",
+                                    "clean_test_acc")]  # fmt: skip
+        lines.append(f"| {method_labels()[method]} | " + " | ".join(map(_pct, cells)) + " |")
+    return "\n".join(lines)
+
+
+def provenance(results: dict[str, Any]) -> str:
+    """One line: commit, machine, precision, seeds and the summed stage wall time."""
+    meta = results.get("meta", {})
+    machine = meta.get("machine") or {}
+    seconds = sum(float(v) for v in (meta.get("wall_time_s") or {}).values())
+    commit = str(meta.get("git_commit") or "unknown")[:10]
+    precision = meta.get("precision") or {}
+    chosen = precision.get("precision") if isinstance(precision, dict) else precision
+    return (
+        f"Run by commit `{commit}` on {machine.get('cpu', 'an unrecorded CPU')} "
+        f"({machine.get('cores', '?')} cores, torch CPU kernels "
+        f"{machine.get('cpu_capability', '?')}, precision {chosen or 'unrecorded'}); seeds "
+        f"{meta.get('seeds')}; stage wall times sum to {seconds / 60:.1f} min."
+    )
+
+
+def demo_block(results: dict[str, Any]) -> str:
+    """The README block: provenance, utilities, the paper-style table and the verdicts."""
+    return "\n".join(
+        [
+            START,
+            "",
+            provenance(results),
+            "",
+            utility_table(results),
+            "",
+            table(results),
+            "",
+            *claims(results),
+            "",
+            END,
+        ]  # fmt: skip
+    )
+
+
+def write_readme(readme: Path, results: dict[str, Any]) -> Path:
+    """Replace the demo block of ``readme`` (its text outside the markers is kept).
+
+    Raises:
+        UserError: when the file or its markers are missing.
+    """
+    if not readme.is_file():
+        raise UserError(f"no {readme} to write the demo numbers into")
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise UserError(f"{readme} has no demo block ({START} ... {END})")
+    before, rest = text.split(START, 1)
+    _, after = rest.split(END, 1)
+    readme.write_text(before + demo_block(results) + after)
+    return readme

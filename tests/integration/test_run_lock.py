@@ -1,0 +1,98 @@
+"""Two processes on one run: the second stops with one line naming the first; death frees it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lightning_talos.cli import main
+from lightning_talos.pipeline.lock import HOLDER_NAME, command_lock, holder, run_lock
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from lightning_talos.pipeline.lock import run_lock
+with run_lock(Path(sys.argv[1]), wait=False):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def _hold(root: Path, seconds: float) -> subprocess.Popen[str]:
+    """A separate process holding ``root``'s lock for ``seconds`` (returns once it holds it)."""
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(root), str(seconds)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_second_command_stops_naming_the_holder_and_trains_nothing(
+    tiny_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "runs" / "default"
+    proc = _hold(root, 60)
+    try:
+        assert holder(root)["pid"] == proc.pid  # type: ignore[index]
+        assert main(["pretrain", *tiny_args]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and f"in use by pid {proc.pid}" in lines[0], lines
+        assert not (root / "pretrain-target").exists()  # nothing was started
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no clean-up code runs: only the OS frees the lock
+        proc.wait()
+    assert (root / HOLDER_NAME).is_file()  # the dead holder's note is left behind...
+    assert main(["pretrain", *tiny_args]) == 0  # ...yet the lock does not block
+    assert not (root / HOLDER_NAME).exists()
+
+
+def test_waiting_lock_runs_after_the_holder_exits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "run"
+    proc = _hold(root, 1.0)
+    started = time.monotonic()
+    with run_lock(root, wait=True):
+        assert time.monotonic() - started > 0.8  # the holder slept 1 s after saying "held"
+        assert holder(root)["pid"] == os.getpid()  # type: ignore[index]
+    assert f"in use by pid {proc.pid}" in caplog.text
+    proc.wait()
+
+
+def test_other_ranks_and_dry_runs_take_no_lock(
+    tiny_args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "runs" / "default"
+    proc = _hold(root, 60)
+    try:
+        monkeypatch.setenv("LOCAL_RANK", "1")  # a DDP child re-running the command
+        with command_lock("pretrain", tiny_args):
+            pass
+        monkeypatch.delenv("LOCAL_RANK")
+        with command_lock("audit", ["--dry-run", *tiny_args]), command_lock("data", tiny_args):
+            pass
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def test_unwritable_run_dir_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    from lightning_talos.errors import UserError
+
+    with (
+        pytest.raises(UserError, match="cannot create run folder"),
+        run_lock(blocker / "run", wait=False),
+    ):
+        pass

@@ -1,0 +1,49 @@
+"""CPU threading defaults: set before torch loads, never over a user's choice."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lightning_talos.threads import SPIN_COUNT, configure_cpu_threads
+
+PROBE = """
+import json, os, sys
+from lightning_talos.threads import configure_cpu_threads
+applied = configure_cpu_threads()
+print(json.dumps({"applied": applied, "spin": os.environ.get("GOMP_SPINCOUNT")}))
+"""
+
+
+def _probe(**env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env={**clean, "PYTHONPATH": os.getcwd(), **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_default_is_set_in_a_fresh_process() -> None:
+    assert _probe() == {"applied": {"GOMP_SPINCOUNT": SPIN_COUNT}, "spin": SPIN_COUNT}
+
+
+@pytest.mark.parametrize("env", [{"GOMP_SPINCOUNT": "77"}, {"OMP_WAIT_POLICY": "ACTIVE"}])
+def test_user_values_win(env: dict[str, str]) -> None:
+    result = _probe(**env)
+    assert result["applied"] == {}
+    assert result["spin"] == env.get("GOMP_SPINCOUNT")
+
+
+def test_nothing_is_set_once_torch_is_loaded() -> None:
+    import torch  # noqa: F401  (the test process has it; the setting could not apply)
+
+    env: dict[str, str] = {}
+    assert configure_cpu_threads(env) == {} and env == {}
