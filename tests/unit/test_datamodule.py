@@ -137,7 +137,7 @@ def test_flip_yields_original_or_mirror(pool: Pool, splits) -> None:
 
 def test_dataset_without_attribute_gives_minus_one() -> None:
     gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (8, 3, 4, 4), dtype=torch.uint8, generator=gen)
+    images = torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8, generator=gen)
     bare = Pool("fake", images, np.arange(8) % 3, None, num_classes=3)
     dataset = QuarterDataset(bare, np.array([1, 4, 6]))
     sample = dataset[1]
@@ -147,7 +147,7 @@ def test_dataset_without_attribute_gives_minus_one() -> None:
     assert batch.attribute.tolist() == [NO_ATTRIBUTE, NO_ATTRIBUTE]
     assert torch.equal(batch.image, images[[1, 6]])
     dm = TalosDataModule(
-        compose(["data.image_size=4"]).data,
+        compose(["data.image_size=8"]).data,
         bare,
         member_split(8, seed=0),
         role="shadow",
