@@ -109,6 +109,12 @@ class TrainStage:
 
     def rebuild(self, cfg: DictConfig, role: str) -> str:
         """The command line that (re)trains this stage for ``role`` in the same run."""
+        family = role_family(role)
+        if family is not None and family.command:
+            return (
+                f"lightning-talos {family.command} method=<the method {self.name} belongs to> "
+                f"run.dir={cfg.run.dir} run.name={cfg.run.name}"
+            )
         extra = f" {self.extra}" if self.extra else ""
         return (
             f"lightning-talos {self.command or self.name}{extra} role={role} "
@@ -164,10 +170,12 @@ class RoleFamily:
         prefix: the roles' name prefix.
         data: ``(run, role) -> splits`` with ``members(role)``, ``nonmembers(role)`` and
             ``hash`` (recorded among the stage's inputs, so other data re-trains it).
+        command: the CLI command that trains the family's roles (for messages).
     """
 
     prefix: str
     data: Callable[[RunContext, str], Any]
+    command: str = ""
 
 
 @dataclass(frozen=True)
@@ -586,4 +594,6 @@ register_method(
 
 #: Reference models of LiRA and RMIA: roles ``ref-<j>`` trained on halves of a pool
 #: (``pipeline/references.py``).
-register_role_family(RoleFamily("ref", lazy(_REFERENCES, "reference_splits")))
+register_role_family(
+    RoleFamily("ref", lazy(_REFERENCES, "reference_splits"), command="references")
+)
