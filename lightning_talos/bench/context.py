@@ -22,6 +22,7 @@ from lightning_talos.errors import UserError
 from lightning_talos.modules.simclr import SimCLR
 from lightning_talos.pipeline.builders import simclr_settings
 from lightning_talos.pipeline.context import RunContext
+from lightning_talos.precision import resolve_precision
 
 #: Precisions the plain-PyTorch side of the benchmark can reproduce exactly.
 PRECISIONS = ("32-true", "32", "bf16-mixed")
@@ -64,7 +65,7 @@ class Bench:
     splits: Splits = field(init=False)
 
     def __post_init__(self) -> None:
-        precision = str(self.cfg.trainer.precision)
+        precision = self.precision
         if precision not in PRECISIONS:
             raise UserError(f"bench supports trainer.precision in {PRECISIONS}, got {precision}")
         self.device = bench_device(self.cfg)
@@ -76,7 +77,8 @@ class Bench:
 
     @property
     def precision(self) -> str:
-        return str(self.cfg.trainer.precision)
+        t = self.cfg.trainer
+        return resolve_precision(str(t.precision), str(t.accelerator))[0]  # `auto` resolved
 
     @property
     def batch_size(self) -> int:

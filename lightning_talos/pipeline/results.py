@@ -14,6 +14,7 @@ from lightning_talos.errors import UserError
 from lightning_talos.pipeline.rundir import git_commit, machine_info, read_manifest, versions
 from lightning_talos.pipeline.stages import PAPER_ATTACKS, REGISTRY, entry_methods, method_names
 from lightning_talos.report.claims import claim_problems, decode_correct, judge_claims
+from lightning_talos.precision import precision_record
 
 if TYPE_CHECKING:  # the context pulls in the data stack; the report needs only the schema
     from lightning_talos.pipeline.context import RunContext
@@ -78,6 +79,7 @@ def build_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any]:
         # resamples behind the attacks' intervals (0: none; a one-seed verdict then cannot rest
         # on them)
         "bootstrap": {MIA: cfg.mia.bootstrap, AIA: cfg.aia.bootstrap},
+        **precision_record(cfg.trainer),
         "git_commit": git_commit(),
         "versions": versions(),
         "machine": machine_info(),

@@ -18,6 +18,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from lightning_talos.config.load import to_dict
 from lightning_talos.pipeline.checkpoints import LAST, LastCheckpoint
 from lightning_talos.pipeline.signals import GracefulInterrupt
+from lightning_talos.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def build_trainer(
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=strategy or t.strategy,
-        precision=precision or t.precision,
+        precision=resolve_precision(str(precision or t.precision), str(t.accelerator))[0],
         sync_batchnorm=t.sync_batchnorm,
         log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.check_val_every_n_epoch,

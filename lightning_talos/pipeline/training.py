@@ -28,6 +28,7 @@ from lightning_talos.pipeline.rundir import (
 from lightning_talos.pipeline.signals import stop_on_signal
 from lightning_talos.pipeline.stages import TrainStage, role_family, train_stage
 from lightning_talos.pipeline.trainer import build_logger, build_trainer, new_wandb_id
+from lightning_talos.precision import precision_record
 
 
 def is_rank_zero() -> bool:
@@ -109,6 +110,7 @@ def run_train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, 
         split_hash=ctx.splits.hash,
         wandb_id=wandb_id,
         max_epochs=epochs,
+        **precision_record(cfg.trainer, stage.precision),
     )
     if is_rank_zero():
         save_config(cfg, stage_dir)

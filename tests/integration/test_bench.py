@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lightning_talos.bench.run import main
+from lightning_talos.precision import resolve_precision
 
 TINY = [
     "data.batch_size=8",
@@ -46,7 +47,7 @@ def test_bench_writes_ratios_and_details(tmp_path: Path, monkeypatch: pytest.Mon
         assert details["backbone"] == "small_cnn"
         assert details["image_size"] == 32
         assert details["batch"] == 8
-        assert details["precision"] == "32-true"
+        assert details["precision"] == resolve_precision("auto", "cpu")[0]  # trainer=cpu
     assert report["details"]["bf16_channels_last_vs_fp32"]["bf16_loss_first_last"]
     assert report["machine"]["torch"] and report["machine"]["lightning"]
     assert report["concurrent_vs_alone"] is None  # skipped, and said so
