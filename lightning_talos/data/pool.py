@@ -27,6 +27,8 @@ class Pool:
         class_names: optional task class names.
         attribute_names: optional attribute value names.
         skipped: counts of skipped files by reason (e.g. ``{"malformed_name": 3}``).
+        clean_labels: ``int64`` array ``[N]`` of the task labels before label noise, for
+            datasets that know them (the synthetic set); ``None`` otherwise.
     """
 
     name: str
@@ -38,6 +40,7 @@ class Pool:
     class_names: list[str] | None = None
     attribute_names: list[str] | None = None
     skipped: dict[str, int] = field(default_factory=dict)
+    clean_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -47,6 +50,8 @@ class Pool:
             raise ValueError("images and labels differ in length")
         if self.attributes is not None and len(self.attributes) != n:
             raise ValueError("attributes and labels differ in length")
+        if self.clean_labels is not None and len(self.clean_labels) != n:
+            raise ValueError("clean_labels and labels differ in length")
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from lightning_talos.attacks.attribute import run_probes
+from lightning_talos.attacks.clean_accuracy import clean_utility
 from lightning_talos.attacks.label_only import (
     augmentation_robustness,
     boundary_distance,
@@ -35,12 +36,14 @@ def accuracy(outputs: SplitOutputs) -> float:
     return float((outputs.logits.argmax(1) == outputs.labels).float().mean())
 
 
-def utility(outputs: ModelOutputs) -> dict[str, Any]:
+def utility(outputs: ModelOutputs, clean_labels: np.ndarray | None = None) -> dict[str, Any]:
     """Train (member) and test (non-member) accuracy, their gap, and per-sample test correctness
-    (for the paired utility interval of claim 3), from eval-mode outputs."""
+    (for the paired utility interval of claim 3), from eval-mode outputs; with the pool's clean
+    labels also ``clean_train_acc`` and ``clean_test_acc``."""
     train, test = accuracy(outputs.members), accuracy(outputs.nonmembers)
     test_correct = encode_correct(outputs.nonmembers.logits.argmax(1), outputs.nonmembers.labels)
-    return {"train_acc": train, "test_acc": test, "gap": train - test, "test_correct": test_correct}
+    return {"train_acc": train, "test_acc": test, "gap": train - test, "test_correct": test_correct,
+            **clean_utility(outputs, clean_labels)}  # fmt: skip
 
 
 def _subset(indices: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -113,8 +116,8 @@ def compute_mia(ctx: RunContext, source: ModelSource) -> dict[str, Any]:
     attacks.update(strong_attacks(ctx, source))
     return {
         "method": source.method,
-        "target": utility(target),
-        "shadow": utility(shadow),
+        "target": utility(target, ctx.pool.clean_labels),
+        "shadow": utility(shadow, ctx.pool.clean_labels),
         "attacks": attacks,
     }
 
@@ -167,7 +170,7 @@ def compute_aia(ctx: RunContext, source: ModelSource) -> dict[str, Any]:
         "majority_baseline": probes[strongest]["majority_baseline"],
         "probes": probes,
         "strongest": strongest,
-        "target": utility(target),
+        "target": utility(target, ctx.pool.clean_labels),
     }
 
 

@@ -13,8 +13,8 @@ import numpy as np
 from lightning_talos.errors import UserError
 from lightning_talos.pipeline.rundir import git_commit, machine_info, read_manifest, versions
 from lightning_talos.pipeline.stages import PAPER_ATTACKS, REGISTRY, entry_methods, method_names
-from lightning_talos.report.claims import claim_problems, decode_correct, judge_claims
 from lightning_talos.precision import precision_record
+from lightning_talos.report.claims import claim_problems, decode_correct, judge_claims
 
 if TYPE_CHECKING:  # the context pulls in the data stack; the report needs only the schema
     from lightning_talos.pipeline.context import RunContext

@@ -66,3 +66,13 @@ def test_stripe_orientation_is_recoverable_from_pixels() -> None:
 def test_bad_arguments_are_user_errors(kwargs: dict) -> None:
     with pytest.raises(UserError):
         make_synthetic(**kwargs)
+
+
+def test_clean_labels_are_the_drawn_shapes() -> None:
+    clean = make_synthetic(n=1000, seed=5, label_noise=0.0)
+    noisy = make_synthetic(n=1000, seed=5, label_noise=0.2)
+    assert clean.clean_labels is not None and noisy.clean_labels is not None
+    # Without noise the task labels are the clean ones; with it, exactly 20% differ from them.
+    assert np.array_equal(clean.clean_labels, clean.labels)
+    assert np.array_equal(noisy.clean_labels, clean.labels)
+    assert (noisy.labels != noisy.clean_labels).mean() == pytest.approx(0.2)

@@ -165,7 +165,8 @@ def make_synthetic(
         stripe_period: stripe period range in pixels at 32 px (scaled with ``image_size``).
 
     Returns:
-        The pool: noisy shape labels (8 classes), stripe orientation as attribute (2 classes).
+        The pool: noisy shape labels (8 classes), stripe orientation as attribute (2 classes),
+        and the drawn shapes as ``clean_labels``.
 
     Raises:
         UserError: non-positive ``n``, ``image_size`` below 8, ``label_noise`` outside [0, 1) or
@@ -194,4 +195,5 @@ def make_synthetic(
         num_attribute_classes=2,
         class_names=list(SHAPE_NAMES),
         attribute_names=list(ORIENTATION_NAMES),
+        clean_labels=shapes.astype(np.int64),
     )
