@@ -17,26 +17,39 @@ SMALL_CNN_DIM = 128
 
 
 class SmallCNN(nn.Module):
-    """A small, fast CNN for CPU runs and tests.
+    """A small CNN for CPU runs and tests: ``conv3x3-BN-ReLU`` blocks, then a global average pool.
 
-    Four ``conv3x3-BN-ReLU`` blocks with 16-32-64-128 channels; the second and third blocks
-    downsample by stride 2, then a global average pool. Narrow early blocks keep the
-    full-resolution layers cheap: at 32x32 it trains about 2.5x faster on the CPU than the
-    32-64-128-128 variant (measured ~760 vs ~340 images/s per core, channels-last).
+    The default is five blocks with 32-64-64-128-128 channels and strides 1, 2, 1, 2, 2: each
+    output position sees 21 px (the earlier four-block 16-32-64-128 net, strides 1, 2, 2, 1, saw
+    17 px, less than the larger synthetic shapes, and its SimCLR features stayed near chance on
+    the shape task). Downsampling three times keeps the wide blocks on 16x16 maps or smaller.
+    The pooled features end in a ``BatchNorm1d`` without affine parameters, so the embedding is
+    standardised: a linear layer trained on the frozen encoder (the contrastive model) then
+    reaches what a logistic probe on standardised features reaches (measured: raw features
+    left Adam 10 points short in the linear stage's budget).
 
     Args:
-        width: Channels of the first block; the others are ``2*width, 4*width, 8*width``.
+        channels: Output channels of each block; the embedding has ``channels[-1]`` dimensions.
+        strides: Stride of each block (same length as ``channels``).
+
+    Raises:
+        ValueError: If ``channels`` is empty, lengths differ, or a value is below 1.
     """
 
-    def __init__(self, *, width: int = 16) -> None:
+    def __init__(
+        self,
+        *,
+        channels: tuple[int, ...] = (32, 64, 64, 128, 128),
+        strides: tuple[int, ...] = (1, 2, 1, 2, 2),
+    ) -> None:
         super().__init__()
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
-        chans = (width, 2 * width, 4 * width, 8 * width)
-        strides = (1, 2, 2, 1)
+        if not channels or len(channels) != len(strides):
+            raise ValueError(f"need one stride per block, got {channels} and {strides}")
+        if min(channels) < 1 or min(strides) < 1:
+            raise ValueError(f"channels and strides must be >= 1, got {channels}, {strides}")
         layers: list[nn.Module] = []
         in_ch = 3
-        for out_ch, stride in zip(chans, strides):
+        for out_ch, stride in zip(channels, strides):
             layers += [
                 nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False),
                 nn.BatchNorm2d(out_ch),
@@ -45,7 +58,8 @@ class SmallCNN(nn.Module):
             in_ch = out_ch
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.out_dim = chans[-1]
+        self.norm = nn.BatchNorm1d(channels[-1], affine=False)
+        self.out_dim = channels[-1]
 
     def forward(self, x: Tensor) -> Tensor:
         """Embed images.
@@ -54,9 +68,9 @@ class SmallCNN(nn.Module):
             x: Images ``[B, 3, H, W]``, float in [0, 1].
 
         Returns:
-            Pooled features ``[B, 8*width]`` (``[B, 128]`` by default).
+            Pooled, standardised features ``[B, channels[-1]]`` (``[B, 128]`` by default).
         """
-        return self.pool(self.features(x)).flatten(1)
+        return self.norm(self.pool(self.features(x)).flatten(1))
 
 
 class _MobileNetV2Encoder(nn.Module):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_talos.models.backbones import BACKBONES, build_backbone
+from lightning_talos.models.backbones import BACKBONES, SmallCNN, build_backbone
 from lightning_talos.models.grl import grad_reverse
 from lightning_talos.models.heads import MLP, AdversaryHead, ProjectionHead
 from lightning_talos.optim import (
@@ -31,6 +31,28 @@ def test_backbone_output_dim(name: str) -> None:
     with torch.no_grad():
         out = net(torch.rand(2, 3, 32, 32))
     assert out.shape == (2, dim)
+
+
+def test_small_cnn_receptive_field_is_21_px() -> None:
+    # Five 3x3 convs with strides 1,2,1,2,2: 1 + 2*(1 + 1 + 2 + 2 + 4) = 21 px per output position.
+    torch.manual_seed(0)
+    net = SmallCNN().eval()
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    fmap = net.features(x)  # [1, 128, 8, 8]
+    fmap[0, :, 4, 4].sum().backward()  # one output position
+    assert x.grad is not None
+    touched = (x.grad.abs().sum(dim=(0, 1)) > 0).nonzero()
+    rows, cols = touched[:, 0], touched[:, 1]
+    assert int(rows.max() - rows.min()) + 1 == 21 and int(cols.max() - cols.min()) + 1 == 21
+
+
+def test_small_cnn_widths_and_strides() -> None:
+    net = SmallCNN(channels=(8, 16), strides=(2, 2))
+    assert net.out_dim == 16 and net(torch.rand(2, 3, 32, 32)).shape == (2, 16)
+    with pytest.raises(ValueError, match="one stride per block"):
+        SmallCNN(channels=(8, 16), strides=(1,))
+    with pytest.raises(ValueError, match=">= 1"):
+        SmallCNN(channels=(8, 0), strides=(1, 1))
 
 
 def test_imagenet_stem_resnet18_keeps_maxpool() -> None:
