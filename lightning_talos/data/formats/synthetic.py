@@ -6,9 +6,12 @@ orientation** (horizontal or vertical) is the sensitive attribute. Shape and ori
 chosen because they survive SimCLR's augmentations (random resized crop, flips, colour jitter,
 grayscale, blur): colour and position would not. A vertical flip does not change the orientation
 of stripes and 90-degree rotations are not among the augmentations. The object has a random colour,
-a random size (radius 0.22-0.34 of the image) and a position jittered around the centre (about
-+-0.12 of the image); the stripes have random dark and light colours, a random period of 3.5-6.5
-pixels (at 32 px, scaled with the image size) and a random phase. The attribute is drawn
+a random size (radius 0.32-0.42 of the image) and a position jittered around the centre (about
++-0.06 of the image), large enough that most SimCLR crops keep the shape: with radius 0.22-0.34
+and +-0.12 a SimCLR encoder's shape features were far weaker (a logistic probe after 30 epochs:
+0.46 against 0.70 on the noisy labels, same recipe). The stripes have random dark and light
+colours, a random period of 3.5-6.5 pixels (at 32 px, scaled with the image size) and a random
+phase. The attribute is drawn
 independently of the shape, 50/50, so any attribute information a model keeps is information
 beyond the task, which is the paper's attribute-inference setting. Gaussian pixel noise is added,
 and a fraction ``label_noise`` of the task labels is replaced by a uniformly drawn other class
@@ -148,8 +151,8 @@ def make_synthetic(
     seed: int = 0,
     label_noise: float = 0.2,
     pixel_noise: float = 0.03,
-    radius_range: tuple[float, float] = (0.22, 0.34),
-    jitter: float = 0.12,
+    radius_range: tuple[float, float] = (0.32, 0.42),
+    jitter: float = 0.06,
     stripe_period: tuple[float, float] = (3.5, 6.5),
 ) -> Pool:
     """Generate the shapes-on-stripes dataset (see the module docstring).
