@@ -7,6 +7,7 @@ the linear probe, the attribute-inference attacker and the Talos discriminator r
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision import models as tvm
 
@@ -14,6 +15,25 @@ BACKBONES: tuple[str, ...] = ("small_cnn", "resnet18", "resnet50", "mobilenet_v2
 STEMS: tuple[str, ...] = ("imagenet", "cifar")
 
 SMALL_CNN_DIM = 128
+
+
+class Standardise(nn.BatchNorm1d):
+    """``BatchNorm1d`` without affine parameters that also accepts a training batch of one.
+
+    Batch statistics need two samples; a batch of one (the last, partial batch of an epoch)
+    is standardised with the running statistics instead of raising.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, affine=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Standardise ``[B, dim]`` features."""
+        if self.training and x.shape[0] < 2:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, training=False, eps=self.eps
+            )
+        return super().forward(x)
 
 
 class SmallCNN(nn.Module):
@@ -58,7 +78,7 @@ class SmallCNN(nn.Module):
             in_ch = out_ch
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.norm = nn.BatchNorm1d(channels[-1], affine=False)
+        self.norm = Standardise(channels[-1])
         self.out_dim = channels[-1]
 
     def forward(self, x: Tensor) -> Tensor:

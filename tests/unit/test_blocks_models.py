@@ -55,6 +55,20 @@ def test_small_cnn_widths_and_strides() -> None:
         SmallCNN(channels=(8, 0), strides=(1, 1))
 
 
+def test_small_cnn_embedding_is_standardised_and_takes_a_batch_of_one() -> None:
+    torch.manual_seed(0)
+    net = SmallCNN(channels=(8, 16), strides=(1, 2)).train()
+    x = torch.rand(64, 3, 16, 16)
+    pooled = net.pool(net.features(x)).flatten(1)
+    expected = (pooled - pooled.mean(0)) / torch.sqrt(pooled.var(0, unbiased=False) + 1e-5)
+    assert torch.allclose(net(x), expected, atol=1e-4)
+    one = torch.rand(1, 3, 16, 16)
+    pooled_one = net.pool(net.features(one)).flatten(1)
+    by_running = (pooled_one - net.norm.running_mean) / torch.sqrt(net.norm.running_var + 1e-5)
+    # A last partial batch of one: standardised with the running statistics, no error.
+    assert torch.allclose(net(one), by_running, atol=1e-5)
+
+
 def test_imagenet_stem_resnet18_keeps_maxpool() -> None:
     net, _ = build_backbone("resnet18")
     assert isinstance(net.maxpool, nn.MaxPool2d)
