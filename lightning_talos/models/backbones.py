@@ -45,8 +45,9 @@ class SmallCNN(nn.Module):
     the shape task). Downsampling three times keeps the wide blocks on 16x16 maps or smaller.
     The pooled features end in a ``BatchNorm1d`` without affine parameters, so the embedding is
     standardised: a linear layer trained on the frozen encoder (the contrastive model) then
-    reaches what a logistic probe on standardised features reaches (measured: raw features
-    left Adam 10 points short in the linear stage's budget).
+    reaches what a logistic probe on standardised features reaches (measured on one SimCLR
+    encoder, noisy-label test accuracy: 0.60 from raw features in 10 epochs at lr 1e-2, 0.69 from
+    standardised ones at lr 3e-2, 0.70 for the logistic probe).
 
     Args:
         channels: Output channels of each block; the embedding has ``channels[-1]`` dimensions.
