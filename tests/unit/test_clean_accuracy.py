@@ -38,7 +38,7 @@ def test_clean_and_noisy_accuracy_by_hand() -> None:
 def test_no_clean_labels_no_keys() -> None:
     outputs = ModelOutputs(_split([0], [1], [1]), _split([1], [0], [1]))
     assert clean_utility(outputs, None) == {}
-    assert set(utility(outputs)) == {"train_acc", "test_acc", "gap"}
+    assert set(utility(outputs)) == {"train_acc", "test_acc", "gap", "test_correct"}
 
 
 def test_pool_refuses_clean_labels_of_another_length() -> None:
