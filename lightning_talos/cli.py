@@ -119,10 +119,11 @@ def cmd_report(args: list[str]) -> None:
     from lightning_talos.report.report import load_results, write_report
 
     readme = [a.split("=", 1)[1] for a in args if a.startswith("--readme=")]
-    root = run_root(_compose([a for a in args if not a.startswith("--readme=")]))
+    cfg = _compose([a for a in args if not a.startswith("--readme=")])
+    root = run_root(cfg)
     print(write_report(root))
     if readme:
-        print(write_readme(Path(readme[0]), load_results(root)))
+        print(write_readme(Path(readme[0]), load_results(root), str(cfg.run.name)))
 
 
 def cmd_compare(args: list[str]) -> None:

@@ -105,7 +105,7 @@ class LastCheckpoint(Checkpoint):
             return
         if trainer.global_step == self._saved_step:
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
         self._saved_step = trainer.global_step
         self._clock = time.monotonic()
 

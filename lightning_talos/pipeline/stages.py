@@ -594,6 +594,4 @@ register_method(
 
 #: Reference models of LiRA and RMIA: roles ``ref-<j>`` trained on halves of a pool
 #: (``pipeline/references.py``).
-register_role_family(
-    RoleFamily("ref", lazy(_REFERENCES, "reference_splits"), command="references")
-)
+register_role_family(RoleFamily("ref", lazy(_REFERENCES, "reference_splits"), command="references"))

@@ -1,8 +1,9 @@
 """The README's demo numbers, written by code from a run's ``results.json`` (never by hand).
 
-``lightning-talos report run.name=demo --readme=README.md`` replaces the block between
-:data:`START` and :data:`END` with the run's table, verdicts and the machine and commit that
-produced them (``make readme`` does this for ``runs/demo``).
+``lightning-talos report run.name=NAME --readme=README.md`` replaces the block between
+``start(NAME)`` and ``end(NAME)`` with the run's table, verdicts and the machine and commit that
+produced them (``make readme`` does this for ``runs/demo``, ``make readme SEEDS=3`` for the
+three-seed demo).
 """
 
 from __future__ import annotations
@@ -14,8 +15,15 @@ from lightning_talos.errors import UserError
 from lightning_talos.pipeline.stages import method_labels, method_names
 from lightning_talos.report.report import claims, table
 
-START = "<!-- demo-results:start (written by `make readme` from runs/demo: do not edit) -->"
-END = "<!-- demo-results:end -->"
+
+def start(name: str) -> str:
+    """The opening marker of run ``name``'s block."""
+    return f"<!-- results:{name}:start (written by `make readme` from runs/{name}: do not edit) -->"
+
+
+def end(name: str) -> str:
+    """The closing marker of run ``name``'s block."""
+    return f"<!-- results:{name}:end -->"
 
 
 def _pct(value: Any) -> str:
@@ -53,37 +61,29 @@ def provenance(results: dict[str, Any]) -> str:
     )
 
 
-def demo_block(results: dict[str, Any]) -> str:
+def demo_block(results: dict[str, Any], name: str) -> str:
     """The README block: provenance, utilities, the paper-style table and the verdicts."""
-    return "\n".join(
-        [
-            START,
-            "",
-            provenance(results),
-            "",
-            utility_table(results),
-            "",
-            table(results),
-            "",
-            *claims(results),
-            "",
-            END,
-        ]  # fmt: skip
-    )
+    parts = [
+        provenance(results),
+        utility_table(results),
+        table(results),
+        "\n".join(claims(results)),
+    ]
+    return "\n\n".join([start(name), *parts, end(name)])
 
 
-def write_readme(readme: Path, results: dict[str, Any]) -> Path:
-    """Replace the demo block of ``readme`` (its text outside the markers is kept).
+def write_readme(readme: Path, results: dict[str, Any], name: str) -> Path:
+    """Replace run ``name``'s block in ``readme`` (its text outside the markers is kept).
 
     Raises:
         UserError: when the file or its markers are missing.
     """
     if not readme.is_file():
-        raise UserError(f"no {readme} to write the demo numbers into")
+        raise UserError(f"no {readme} to write the run's numbers into")
     text = readme.read_text()
-    if START not in text or END not in text:
-        raise UserError(f"{readme} has no demo block ({START} ... {END})")
-    before, rest = text.split(START, 1)
-    _, after = rest.split(END, 1)
-    readme.write_text(before + demo_block(results) + after)
+    if start(name) not in text or end(name) not in text:
+        raise UserError(f"{readme} has no block for run {name} ({start(name)} ... {end(name)})")
+    before, rest = text.split(start(name), 1)
+    _, after = rest.split(end(name), 1)
+    readme.write_text(before + demo_block(results, name) + after)
     return readme
