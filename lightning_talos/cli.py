@@ -277,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(OmegaConf.to_yaml(_compose(rest), resolve=True), end="")
         else:
             from lightning_talos.pipeline.lock import command_lock
+            from lightning_talos.threads import start_cpu_share
 
+            start_cpu_share()  # this run's fair share of the cores, re-checked while training
             with command_lock(command, args), cli_signals():
                 table[command].run(args)
     except UserError as err:

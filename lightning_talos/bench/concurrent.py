@@ -19,6 +19,7 @@ from typing import Any
 
 from lightning_talos.bench.context import Bench
 from lightning_talos.bench.timing import median
+from lightning_talos.threads import cpu_share
 
 #: libgomp's spin count when neither ``OMP_WAIT_POLICY`` nor ``GOMP_SPINCOUNT`` is set.
 LIBGOMP_DEFAULT_SPIN = "300000"
@@ -147,7 +148,14 @@ def concurrent_vs_alone(bench: Bench) -> dict[str, Any]:
         return {"ratio": float("nan"), "skipped": True}
     command = worker_command(bench)
     env = dict(os.environ)
-    result = pair_vs_alone(
-        command, rounds=bench.rounds, env=env, baseline_env=libgomp_default_env(env)
-    )
+    share = cpu_share()
+    if share is not None:
+        share.release()  # this process only waits for its workers: not a run to share with
+    try:
+        result = pair_vs_alone(
+            command, rounds=bench.rounds, env=env, baseline_env=libgomp_default_env(env)
+        )
+    finally:
+        if share is not None:
+            share.register()
     return {**result, "worker_steps": worker_steps(bench), "cpu_count": os.cpu_count()}

@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-from lightning_talos.threads import configure_cpu_threads
+from lightning_talos.threads import configure_cpu_threads, start_cpu_share
 
 #: Untimed steps before the cue (the first steps pay for allocations and kernel selection).
 WARMUP_STEPS = 2
@@ -22,6 +22,7 @@ WARMUP_STEPS = 2
 def main(argv: list[str]) -> None:
     """Run the worker protocol (see the module docstring)."""
     configure_cpu_threads()
+    share = start_cpu_share()
     import torch
 
     from lightning_talos.bench.context import Bench
@@ -41,6 +42,8 @@ def main(argv: list[str]) -> None:
     sys.stdin.readline()
     start = time.perf_counter()
     for _ in range(steps):
+        if share is not None:
+            share.apply()  # as the training loop does (FairCpuShare)
         stepper.step()
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "threads": torch.get_num_threads()}), flush=True)

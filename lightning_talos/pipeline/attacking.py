@@ -19,6 +19,7 @@ from lightning_talos.pipeline.rundir import (
 )
 from lightning_talos.pipeline.stages import AttackStage, Method, train_stage
 from lightning_talos.pipeline.training import check_attribute
+from lightning_talos.threads import cpu_share
 
 
 def model_source(ctx: RunContext, method: Method) -> ModelSource:
@@ -49,6 +50,9 @@ def attack_inputs(ctx: RunContext, stage: AttackStage, method: Method) -> dict[s
 def run_attack_stage(ctx: RunContext, stage: AttackStage, method: Method) -> Path:
     """Run (or reuse) ``<run>/<stage>-<method>/<stage>.json``; returns its path."""
     check_attribute(ctx, stage.name, stage.needs_attribute or method.needs_attribute)
+    share = cpu_share()
+    if share is not None:
+        share.apply()  # the attacks run on the CPU
     out_dir = ctx.stage_dir(stage.name, method.name)
     path = out_dir / stage.output
     config = stage_config(ctx.cfg, stage.sections)

@@ -19,6 +19,7 @@ from lightning_talos.config.load import to_dict
 from lightning_talos.pipeline.checkpoints import LAST, LastCheckpoint
 from lightning_talos.pipeline.signals import GracefulInterrupt
 from lightning_talos.precision import resolve_precision
+from lightning_talos.threads import cpu_share
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,34 @@ def build_logger(
     )
 
 
+class FairCpuShare(pl.Callback):
+    """Keep torch's CPU threads at this run's share of the cores (``threads.CpuShare``): at
+    the start of training and validation and every ``every_n_batches`` training batches, so a
+    run started beside this one is noticed within a few steps. Does nothing without a share
+    (``OMP_NUM_THREADS`` set, or not started by the CLI)."""
+
+    def __init__(self, every_n_batches: int = 10) -> None:
+        self.every_n_batches = every_n_batches
+
+    @staticmethod
+    def _apply(trainer: pl.Trainer) -> None:
+        share = cpu_share()
+        if share is not None and trainer.strategy.root_device.type == "cpu":
+            share.apply()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(trainer)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx % self.every_n_batches == 0:
+            self._apply(trainer)
+
+
 def build_trainer(
     cfg: DictConfig,
     *,
@@ -108,7 +137,7 @@ def build_trainer(
         every_n_steps=t.checkpoint_every_n_steps,
         every_minutes=t.checkpoint_every_minutes,
     )
-    callbacks: list[Any] = [checkpoint, GracefulInterrupt()]
+    callbacks: list[Any] = [checkpoint, GracefulInterrupt(), FairCpuShare()]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     return pl.Trainer(

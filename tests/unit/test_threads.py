@@ -6,10 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from lightning_talos.threads import SPIN_COUNT, configure_cpu_threads
+from lightning_talos.threads import SPIN_COUNT, CpuShare, configure_cpu_threads, start_cpu_share
 
 PROBE = """
 import json, os, sys
@@ -47,3 +48,24 @@ def test_nothing_is_set_once_torch_is_loaded() -> None:
 
     env: dict[str, str] = {}
     assert configure_cpu_threads(env) == {} and env == {}
+
+
+def test_cpu_share_splits_cores_between_live_runs(tmp_path: Path) -> None:
+    share = CpuShare(tmp_path, cores=2)
+    share.register()
+    try:
+        assert share.live_runs() == 1 and share.threads() == 2  # alone: every core
+        (tmp_path / str(os.getppid())).touch()  # a second live run
+        assert share.threads() == 1
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        (tmp_path / dead.stdout.strip()).touch()  # a run that died without releasing
+        assert share.live_runs() == 2
+        assert not (tmp_path / dead.stdout.strip()).exists()
+    finally:
+        share.release()
+    assert not (tmp_path / str(os.getpid())).exists()
+
+
+def test_user_thread_count_turns_the_share_off() -> None:
+    assert start_cpu_share({"OMP_NUM_THREADS": "3"}) is None
