@@ -161,7 +161,10 @@ def test_per_sample_gradients_equal_one_sample_at_a_time(channels_last: bool) ->
         module.zero_grad()
         F.cross_entropy(module(x[i : i + 1]), y[i : i + 1]).backward()
         for p, gs in zip(params, per_sample):
-            torch.testing.assert_close(gs[i], p.grad, atol=1e-5, rtol=1e-4)
+            # float32: Opacus' einsum and autograd sum the five-conv net's weight gradients in
+            # different orders (one element of 147,456 differed by 2.2e-5); the channels-last
+            # bug this guards against was off by 0.6.
+            torch.testing.assert_close(gs[i], p.grad, atol=1e-4, rtol=1e-3)
 
 
 def _update_from(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
