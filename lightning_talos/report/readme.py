@@ -57,7 +57,8 @@ def provenance(results: dict[str, Any]) -> str:
         f"Run by commit `{commit}` on {machine.get('cpu', 'an unrecorded CPU')} "
         f"({machine.get('cores', '?')} cores, torch CPU kernels "
         f"{machine.get('cpu_capability', '?')}, precision {chosen or 'unrecorded'}); seeds "
-        f"{meta.get('seeds')}; stage wall times sum to {seconds / 60:.1f} min."
+        f"{meta.get('seeds')}; stage wall times sum to {seconds / 60:.1f} min"
+        f"{' per seed (mean over the seeds)' if len(meta.get('seeds') or []) > 1 else ''}."
     )
 
 
