@@ -82,7 +82,7 @@ def without_rounding_residue(eraser: ConceptEraser, *, rel_tol: float = 1e-6) ->
 
 def load_leace(path: Path) -> nn.Module:
     """A trained LEACE stage (encoder, eraser, head) from its checkpoint."""
-    return LeaceLinearClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    return LeaceLinearClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
 
 
 def leace_record(module: LeaceLinearClassifier) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def build_dp_supervised(
 
 def load_dp_supervised(path: Path) -> nn.Module:
     """A trained DP-SGD baseline from its checkpoint (hooks detached: a plain classifier)."""
-    return DPSupervisedClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    return DPSupervisedClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
 
 
 def dp_record(module: DPSupervisedClassifier) -> dict[str, Any]:

@@ -267,7 +267,7 @@ def views_cache(source: ModelSource, role: str, index: np.ndarray) -> np.ndarray
     path = ctx.root / "features" / f"views-{source.stage}-{role}.pt"
     cached = _read(path)
     if cached is not None and cached["key"] == key:
-        return cached["value"]
+        return cached["value"].numpy()
     model = source.classifier(role)
     augment = BatchedSimCLRAugment(**aug)
 
@@ -278,7 +278,7 @@ def views_cache(source: ModelSource, role: str, index: np.ndarray) -> np.ndarray
         embed, augment, ctx.pool.images[torch.as_tensor(index)],
         n_views=settings["views"], batch_size=cfg.data.eval_batch_size, seed=settings["seed"],
     )  # fmt: skip
-    _write(path, key, value)
+    _write(path, key, torch.from_numpy(np.ascontiguousarray(value)))  # tensors: weights_only
     return value
 
 
@@ -296,8 +296,9 @@ def _read(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # a truncated cache is recomputed, never trusted
+        # weights_only: the cache holds tensors and plain values; a crafted file cannot run code
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a truncated or foreign cache is recomputed, never trusted
         return None
 
 
