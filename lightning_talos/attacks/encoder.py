@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from lightning_talos.attacks.lira import Signals, lira_attack, threshold_metrics
-from lightning_talos.attacks.metrics import membership_metrics
+from lightning_talos.attacks.lira import Signals, lira_attack
+from lightning_talos.attacks.metrics import membership_metrics, threshold_metrics
 from lightning_talos.attacks.small_mlp import Adam, SmallMLP, single_thread, train_epochs
 
 Embed = Callable[[Tensor], Tensor]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from lightning_talos.attacks.metrics import best_threshold, membership_metrics
+from lightning_talos.attacks.metrics import threshold_metrics
 
 Predict = Callable[[Tensor], Tensor]
 
@@ -396,19 +396,17 @@ def label_only_attack(
         seed: Bootstrap seed.
 
     Returns:
-        The :func:`membership_metrics` dict on the target plus ``threshold`` (float).
+        :func:`~lightning_talos.attacks.metrics.threshold_metrics` on the target (``threshold``
+        calibrated on the shadow).
 
     Raises:
         ValueError: If a set lacks members or non-members.
     """
-    threshold = best_threshold(shadow_scores, shadow_is_member)
-    target_scores = np.asarray(target_scores, dtype=np.float64)
-    out = membership_metrics(
+    return threshold_metrics(
         target_scores,
         target_is_member,
-        target_scores >= threshold,
+        shadow_scores=shadow_scores,
+        shadow_is_member=shadow_is_member,
         n_bootstrap=n_bootstrap,
         seed=seed,
     )
-    out["threshold"] = threshold
-    return out

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from lightning_talos.attacks.metrics import best_threshold, membership_metrics
+from lightning_talos.attacks.metrics import threshold_metrics
 
 Predict = Callable[[Tensor], Tensor]
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -329,59 +329,6 @@ def lira_scores(
 
 
 # ---------------------------------------------------------------------------------- results
-def threshold_metrics(
-    target_scores: np.ndarray,
-    target_is_member: np.ndarray,
-    *,
-    default_threshold: float,
-    shadow_scores: np.ndarray | None = None,
-    shadow_is_member: np.ndarray | None = None,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-) -> dict:
-    """The usual result dict of a score attack, its hard decision "member iff score >= t".
-
-    The threshold ``t`` only matters for ``acc``, ``balanced_acc``, ``precision``, ``recall``
-    (AUC, advantage and TPR at low FPR are threshold-free). As for the other attacks it is
-    calibrated on the shadow model: the best balanced-accuracy threshold of the same attack
-    run against the shadow (:func:`~lightning_talos.attacks.metrics.best_threshold`); without
-    shadow scores the attack's natural ``default_threshold`` is used.
-
-    Args:
-        target_scores: ``[N]`` scores on the target's candidates.
-        target_is_member: ``[N]`` ground truth.
-        default_threshold: Threshold used when no shadow scores are given.
-        shadow_scores: ``[Ns]`` scores of the same attack against the shadow model, or ``None``.
-        shadow_is_member: ``[Ns]`` the shadow's ground truth (required with ``shadow_scores``).
-        n_bootstrap: Bootstrap resamples for ``ci95``.
-        seed: Bootstrap seed.
-
-    Returns:
-        :func:`~lightning_talos.attacks.metrics.membership_metrics` plus ``threshold`` (float)
-        and ``threshold_from`` (``"shadow"`` or ``"default"``).
-
-    Raises:
-        ValueError: If only one of the shadow arrays is given, or a set lacks a class.
-    """
-    if (shadow_scores is None) != (shadow_is_member is None):
-        raise ValueError("give both shadow_scores and shadow_is_member, or neither")
-    if shadow_scores is None:
-        threshold, source = float(default_threshold), "default"
-    else:
-        threshold, source = best_threshold(shadow_scores, shadow_is_member), "shadow"
-    target_scores = np.asarray(target_scores, dtype=np.float64)
-    out = membership_metrics(
-        target_scores,
-        target_is_member,
-        target_scores >= threshold,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-    )
-    out["threshold"] = threshold
-    out["threshold_from"] = source
-    return out
-
-
 def lira_attack(
     target: Signals,
     *,

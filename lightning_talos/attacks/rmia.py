@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_talos.attacks.lira import Signals, broadcast_labels, threshold_metrics
+from lightning_talos.attacks.lira import Signals, broadcast_labels
+from lightning_talos.attacks.metrics import threshold_metrics
 
 # Floor on a marginal Pr(x) before dividing by it (an example every reference gets wrong).
 _TINY = 1e-300
@@ -165,7 +166,7 @@ def rmia_attack(
             references.
         shadow: Optional signals of the shadow model's candidates (``is_member`` required), to
             calibrate the threshold of the hard decisions as the other attacks do (see
-            :func:`~lightning_talos.attacks.lira.threshold_metrics`); without it the threshold
+            :func:`~lightning_talos.attacks.metrics.threshold_metrics`); without it the threshold
             is 0.5 (``x`` beats half of the population by a factor ``gamma``).
         shadow_population: Population signals under the shadow (required with ``shadow``).
         online: See :func:`rmia_scores`.
@@ -175,7 +176,7 @@ def rmia_attack(
         seed: Bootstrap seed.
 
     Returns:
-        The :func:`~lightning_talos.attacks.lira.threshold_metrics` dict plus ``online``,
+        The :func:`~lightning_talos.attacks.metrics.threshold_metrics` dict plus ``online``,
         ``a``, ``gamma``, ``references`` (K), ``population`` (M) and ``queries`` (Q).
 
     Raises:

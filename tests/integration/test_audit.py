@@ -17,6 +17,7 @@ from lightning_talos.pipeline.results import SCHEMA_VERSION, validate_results
 from lightning_talos.report.claims import judge_claims
 from lightning_talos.report.report import claims, write_report
 from tests.conftest import TINY_ARGS
+from tests.fixtures.audits import completion_ids, finished_audit, run_root
 
 TINY = [
     *TINY_ARGS,
@@ -32,28 +33,11 @@ TINY = [
 @pytest.fixture(scope="module")
 def audit_args(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     """One finished tiny audit shared by the tests of this module (they run in order)."""
-    root = tmp_path_factory.mktemp("audit")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WANDB_MODE", "disabled")
-        mp.setenv("HOME", str(root))
-        args = [*TINY, f"run.dir={root}"]
-        assert main(["audit", *args]) == 0
-        yield args
-
-
-def _root(args: list[str]) -> Path:
-    return RunContext(compose(args)).root
-
-
-def _ids(root: Path) -> dict[str, str]:
-    return {
-        p.parent.name: json.loads(p.read_text())["completion_id"]
-        for p in root.glob("*/manifest.json")
-    }
+    yield from finished_audit(tmp_path_factory, "audit", TINY)
 
 
 def test_audit_writes_valid_results_and_report(audit_args: list[str]) -> None:
-    root = _root(audit_args)
+    root = run_root(audit_args)
     results = json.loads((root / "results.json").read_text())
     assert validate_results(results) == []
     for method in ("supervised", "contrastive", "talos"):
@@ -63,7 +47,7 @@ def test_audit_writes_valid_results_and_report(audit_args: list[str]) -> None:
         assert correct.count("1") / len(correct) == results[method]["utility"]["test_acc"]
     assert results["claims"] == judge_claims(results)
     nodes = graph(compose(audit_args), with_attribute=True)
-    assert set(_ids(root)) == {n.name for n in nodes}
+    assert set(completion_ids(root)) == {n.name for n in nodes}
     report = (root / "report.md").read_text()
     assert "| Supervised |" in report and "| Talos |" in report
     assert (root / "roc.png").is_file() and (root / "aia.png").is_file()
@@ -72,19 +56,19 @@ def test_audit_writes_valid_results_and_report(audit_args: list[str]) -> None:
 def test_second_audit_trains_nothing(
     audit_args: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    before = _ids(_root(audit_args))
+    before = completion_ids(run_root(audit_args))
     assert main(["audit", *audit_args]) == 0
-    assert _ids(_root(audit_args)) == before
+    assert completion_ids(run_root(audit_args)) == before
     out = capsys.readouterr().out
     assert out.count("done, skipped") == len(before)
 
 
 def test_deleted_stage_reruns_with_its_dependants_only(audit_args: list[str]) -> None:
-    root = _root(audit_args)
-    before = _ids(root)
+    root = run_root(audit_args)
+    before = completion_ids(root)
     shutil.rmtree(root / "linear-target")
     assert main(["audit", *audit_args]) == 0
-    after = _ids(root)
+    after = completion_ids(root)
     rerun = {name for name in before if after[name] != before[name]}
     assert rerun == {"linear-target", "mia-contrastive", "aia-contrastive"}
 
@@ -92,17 +76,17 @@ def test_deleted_stage_reruns_with_its_dependants_only(audit_args: list[str]) ->
 def test_changed_setting_stops_before_anything_runs(
     audit_args: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    before = _ids(_root(audit_args))
+    before = completion_ids(run_root(audit_args))
     assert main(["audit", *audit_args, "simclr.temperature=0.3", "mia.nn_epochs=3"]) == 2
     err = capsys.readouterr().err
     assert "simclr.temperature" in err
-    assert _ids(_root(audit_args)) == before
+    assert completion_ids(run_root(audit_args)) == before
 
 
 def test_dry_run_and_interrupted_stage_plan(
     audit_args: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = _root(audit_args)
+    root = run_root(audit_args)
     manifest_path = root / "supervised-shadow" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["status"] = "running"  # as a kill mid-training leaves it

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,6 +14,7 @@ from lightning_talos.pipeline.context import RunContext
 from lightning_talos.pipeline.references import ENCODER_ENTRIES, PLAN_FILE
 from lightning_talos.pipeline.results import validate_results
 from tests.conftest import TINY_ARGS
+from tests.fixtures.audits import completion_ids, finished_audit, run_root
 
 TINY = [
     *TINY_ARGS,
@@ -31,30 +31,13 @@ STRONG = ("lira", "rmia")
 @pytest.fixture(scope="module")
 def audit_args(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     """One finished tiny audit with three references per method."""
-    root = tmp_path_factory.mktemp("refs")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WANDB_MODE", "disabled")
-        mp.setenv("HOME", str(root))
-        args = [*TINY, f"run.dir={root}"]
-        assert main(["audit", *args]) == 0
-        yield args
-
-
-def _root(args: list[str]) -> Path:
-    return RunContext(compose(args)).root
-
-
-def _ids(root: Path) -> dict[str, str]:
-    return {
-        p.parent.name: json.loads(p.read_text())["completion_id"]
-        for p in root.glob("*/manifest.json")
-    }
+    yield from finished_audit(tmp_path_factory, "refs", TINY)
 
 
 def test_audit_writes_every_stronger_attack_and_the_report_section(
     audit_args: list[str],
 ) -> None:
-    root = _root(audit_args)
+    root = run_root(audit_args)
     results = json.loads((root / "results.json").read_text())
     assert validate_results(results) == []
     for method in ("supervised", "contrastive", "talos"):
@@ -69,7 +52,7 @@ def test_audit_writes_every_stronger_attack_and_the_report_section(
     assert raw["lira"]["references"] == 3 and raw["lira"]["threshold_from"] == "shadow"
     assert raw["rmia"]["population"] == 16
     nodes = {n.name for n in graph(compose(audit_args), with_attribute=True)}
-    assert set(_ids(root)) == nodes  # every reference stage ran as a stage of the audit
+    assert set(completion_ids(root)) == nodes  # every reference stage ran as a stage of the audit
     report = (root / "report.md").read_text()
     section = report.split("## Claim 1 under stronger attacks")[1]
     assert "| LiRA | lira |" in section and "| Encoder-level | encoder_lira |" in section
@@ -77,12 +60,12 @@ def test_audit_writes_every_stronger_attack_and_the_report_section(
 
 
 def test_raising_k_trains_only_the_new_references(audit_args: list[str]) -> None:
-    root = _root(audit_args)
-    before = _ids(root)
+    root = run_root(audit_args)
+    before = completion_ids(root)
     rows = json.loads((root / PLAN_FILE).read_text())["inclusion"]
     more = [*audit_args, "mia.references=4"]
     assert main(["references", "method=supervised", *more]) == 0
-    after = _ids(root)
+    after = completion_ids(root)
     assert set(after) - set(before) == {"supervised-ref-3"}
     assert all(after[name] == before[name] for name in before)  # nothing re-trained
     grown = json.loads((root / PLAN_FILE).read_text())["inclusion"]

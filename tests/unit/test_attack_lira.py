@@ -18,9 +18,8 @@ from lightning_talos.attacks.lira import (
     logit_confidence,
     query_logits,
     query_offsets,
-    threshold_metrics,
 )
-from lightning_talos.attacks.metrics import best_threshold
+from lightning_talos.attacks.metrics import best_threshold, threshold_metrics
 
 
 def _log_pdf(x: float, mean: float, var: float) -> float:
