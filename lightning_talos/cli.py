@@ -1,6 +1,6 @@
 """``lightning-talos <command> [key=value ...]``: compose the config, run one command.
 
-Training and attack commands come from the stage registry (``pipeline/stages.py``); every
+Training and attack commands come from the stage registry (``stages/registry.py``); every
 command answers ``--help`` and ``--print-config``. Bad input ends in one ``error:`` line and
 exit 2.
 """
@@ -52,7 +52,7 @@ def _quiet() -> None:
 
 def _compose(args: Sequence[str]):  # noqa: ANN202 (DictConfig; imported lazily for a fast --help)
     from lightning_talos.config.load import compose
-    from lightning_talos.pipeline.stages import register_variants
+    from lightning_talos.stages.registry import register_variants
 
     cfg = compose(args)
     register_variants(cfg)  # e.g. one DP-SGD method per dp.epsilon value
@@ -80,9 +80,9 @@ def cmd_data(args: list[str]) -> None:
 
 def _train(command: str) -> Callable[[list[str]], None]:
     def run(args: list[str]) -> None:
-        from lightning_talos.pipeline.context import RunContext
-        from lightning_talos.pipeline.stages import stage_for_command
-        from lightning_talos.pipeline.training import run_train_stage
+        from lightning_talos.runs.context import RunContext
+        from lightning_talos.stages.registry import stage_for_command
+        from lightning_talos.stages.training import run_train_stage
 
         cfg = _compose(args)
         stage = stage_for_command(cfg, command)
@@ -96,9 +96,9 @@ def _train(command: str) -> Callable[[list[str]], None]:
 
 def _attack(name: str) -> Callable[[list[str]], None]:
     def run(args: list[str]) -> None:
-        from lightning_talos.pipeline.attacking import run_attack_stage
-        from lightning_talos.pipeline.context import RunContext
-        from lightning_talos.pipeline.stages import attack_stage, method
+        from lightning_talos.runs.context import RunContext
+        from lightning_talos.stages.attacking import run_attack_stage
+        from lightning_talos.stages.registry import attack_stage, method
 
         cfg = _compose(args)
         print(run_attack_stage(RunContext(cfg), attack_stage(name), method(str(cfg.method))))
@@ -107,16 +107,16 @@ def _attack(name: str) -> Callable[[list[str]], None]:
 
 
 def cmd_audit(args: list[str]) -> None:
-    from lightning_talos.pipeline.audit import run_audit
+    from lightning_talos.orchestration.audit import run_audit
 
     dry_run = "--dry-run" in args
     run_audit(_compose([a for a in args if a != "--dry-run"]), dry_run=dry_run)
 
 
 def cmd_report(args: list[str]) -> None:
-    from lightning_talos.pipeline.rundir import run_root
     from lightning_talos.report.readme import write_readme
     from lightning_talos.report.report import load_results, write_report
+    from lightning_talos.runs.settings import run_root
 
     readme = [a.split("=", 1)[1] for a in args if a.startswith("--readme=")]
     cfg = _compose([a for a in args if not a.startswith("--readme=")])
@@ -142,7 +142,7 @@ def cmd_bench(args: list[str]) -> None:
 
 def _train_help(command: str) -> Callable[[], str]:
     def text() -> str:
-        from lightning_talos.pipeline.stages import REGISTRY
+        from lightning_talos.stages.registry import REGISTRY
 
         blocks = []
         for s in (s for s in REGISTRY.train.values() if (s.command or s.name) == command):
@@ -164,7 +164,7 @@ def _train_help(command: str) -> Callable[[], str]:
 
 def _attack_help(name: str) -> Callable[[], str]:
     def text() -> str:
-        from lightning_talos.pipeline.stages import REGISTRY, attack_stage
+        from lightning_talos.stages.registry import REGISTRY, attack_stage
 
         s = attack_stage(name)
         methods = "|".join(REGISTRY.methods)
@@ -189,7 +189,7 @@ def _fixed(text: str) -> Callable[[], str]:
 
 def commands() -> dict[str, Command]:
     """Every command: the registry's training and attack stages, then the rest."""
-    from lightning_talos.pipeline.stages import REGISTRY, train_commands
+    from lightning_talos.stages.registry import REGISTRY, train_commands
 
     out: dict[str, Command] = {
         "data": Command(
@@ -238,7 +238,7 @@ def commands() -> dict[str, Command]:
 
 
 def _references_command() -> Command:
-    from lightning_talos.pipeline import references
+    from lightning_talos.stages import references
 
     return Command(
         references.SUMMARY,
@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rest = [a for a in args if a not in ("--print-config", "--dry-run")]
             print(OmegaConf.to_yaml(_compose(rest), resolve=True), end="")
         else:
-            from lightning_talos.pipeline.lock import command_lock
+            from lightning_talos.runs.lock import command_lock
             from lightning_talos.threads import start_cpu_share
 
             start_cpu_share()  # this run's fair share of the cores, re-checked while training

@@ -3,7 +3,7 @@
 ``cli_signals`` wraps one command: SIGTERM outside a training fit raises
 :class:`SignalInterruptError` at once; during a fit it only records the signal, because
 Lightning's own handler (which calls this one after setting ``trainer.received_sigterm``) stops
-the loops at the next batch boundary and ``pipeline/signals.py`` saves and reports. The CLI
+the loops at the next batch boundary and ``runs/signals.py`` saves and reports. The CLI
 turns the error into one line and exit status 128 + signal number (143 SIGTERM, 130 Ctrl-C).
 """
 

@@ -20,9 +20,9 @@ from lightning_talos.data.pool import Pool
 from lightning_talos.data.splits import Splits, member_split
 from lightning_talos.errors import UserError
 from lightning_talos.modules.simclr import SimCLR
-from lightning_talos.pipeline.builders import simclr_settings
-from lightning_talos.pipeline.context import RunContext
 from lightning_talos.precision import resolve_precision
+from lightning_talos.runs.context import RunContext
+from lightning_talos.stages.builders import simclr_settings
 
 #: Precisions the plain-PyTorch side of the benchmark can reproduce exactly.
 PRECISIONS = ("32-true", "32", "bf16-mixed")

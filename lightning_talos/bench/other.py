@@ -19,10 +19,10 @@ from lightning_talos.data.datamodule import TalosDataModule, as_float, aug_kwarg
 from lightning_talos.data.splits import QUARTERS
 from lightning_talos.data.transforms import SimCLRAugment, TwoViews
 from lightning_talos.modules.classifier import SupervisedClassifier
-from lightning_talos.pipeline.builders import model_settings
-from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.features import device as features_device
-from lightning_talos.pipeline.features import extract
+from lightning_talos.runs.context import RunContext
+from lightning_talos.stages.builders import model_settings
+from lightning_talos.stages.features import device as features_device
+from lightning_talos.stages.features import extract
 
 
 def augmentation(bench: Bench) -> dict[str, Any]:

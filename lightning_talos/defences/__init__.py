@@ -1,1 +1,4 @@
-"""Defences compared with Talos: concept erasure (LEACE) and DP-SGD accounting helpers."""
+"""Defences compared with Talos: concept erasure (LEACE) and DP-SGD accounting helpers.
+
+Imported by modules and stages; imports attacks (model-output types) and the shared utilities.
+"""

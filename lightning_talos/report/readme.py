@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline.stages import method_labels, method_names
 from lightning_talos.report.report import claims, table
+from lightning_talos.stages.registry import method_labels, method_names
 
 
 def start(name: str) -> str:

@@ -10,17 +10,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lightning_talos.analysis.plots import plot_aia_bars, plot_roc, plot_tradeoff
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline.results import check_results
-from lightning_talos.pipeline.stages import (
+from lightning_talos.report.frontier import frontier_compare, frontier_section
+from lightning_talos.report.stronger import stronger_attacks_section
+from lightning_talos.stages.registry import (
     PAPER_ATTACKS,
     PAPER_METHODS,
     method_labels,
     method_names,
 )
-from lightning_talos.report.frontier import frontier_compare, frontier_section
-from lightning_talos.report.plots import plot_aia_bars, plot_roc, plot_tradeoff
-from lightning_talos.report.stronger import stronger_attacks_section
+from lightning_talos.stages.results import check_results
 
 _, _, DEFENCE = PAPER_METHODS
 MIA, AIA = PAPER_ATTACKS
@@ -133,7 +133,7 @@ def table(results: dict[str, Any]) -> str:
 
 def claims(results: dict[str, Any]) -> list[str]:
     """The paper's three claims as markdown, read from ``results["claims"]`` (see
-    :func:`~lightning_talos.report.claims.judge_claims`): the verdict, how many seeds it rests
+    :func:`~lightning_talos.analysis.claims.judge_claims`): the verdict, how many seeds it rests
     on, and every attack and probe it was judged on."""
     verdicts = results.get("claims") or {}
     return [_claim_text(key, verdicts[key]) for key in sorted(verdicts)]

@@ -2,7 +2,7 @@
 
 For each attack family, the supervised, contrastive and Talos models at AUC and TPR at 1% and
 0.1% FPR, one log-log ROC figure of every such attack, and claim 1's verdict on that family
-alone: :func:`~lightning_talos.report.claims.judge_claims` run on the results with each
+alone: :func:`~lightning_talos.analysis.claims.judge_claims` run on the results with each
 model's membership entries cut down to the family's attacks, so the rule (supervised minus
 contrastive attack accuracy, 95% interval above 0, for every attack of the family) and its
 intervals are the claims module's own. A family that one of the two models lacks (the encoder
@@ -15,10 +15,10 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from lightning_talos.pipeline.references import ENCODER_ENTRIES
-from lightning_talos.pipeline.stages import PAPER_ATTACKS, PAPER_METHODS, method_labels
-from lightning_talos.report.claims import judge_claims
-from lightning_talos.report.plots import plot_roc
+from lightning_talos.analysis.claims import judge_claims
+from lightning_talos.analysis.plots import plot_roc
+from lightning_talos.stages.references import ENCODER_ENTRIES
+from lightning_talos.stages.registry import PAPER_ATTACKS, PAPER_METHODS, method_labels
 
 MIA = PAPER_ATTACKS[0]
 _, CONTRASTIVE, _ = PAPER_METHODS
@@ -37,7 +37,7 @@ def family_verdict(results: dict[str, Any], names: tuple[str, ...]) -> dict[str,
     """Claim 1 judged on the attacks ``names`` only (every seed's results cut down alike).
 
     Returns:
-        The claim as :func:`~lightning_talos.report.claims.judge_claims` gives it
+        The claim as :func:`~lightning_talos.analysis.claims.judge_claims` gives it
         (``verdict``, ``reason``, ``tests``).
     """
 

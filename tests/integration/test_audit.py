@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from lightning_talos.analysis.claims import judge_claims
 from lightning_talos.cli import main
 from lightning_talos.config.load import compose
-from lightning_talos.pipeline.audit import graph, plan
-from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.results import SCHEMA_VERSION, validate_results
-from lightning_talos.report.claims import judge_claims
+from lightning_talos.orchestration.audit import graph, plan
 from lightning_talos.report.report import claims, write_report
+from lightning_talos.runs import folder as folder_module
+from lightning_talos.runs.context import RunContext
+from lightning_talos.stages.results import SCHEMA_VERSION, validate_results
 from tests.conftest import TINY_ARGS
 from tests.fixtures.audits import completion_ids, finished_audit, run_root
 
@@ -53,14 +54,19 @@ def test_audit_writes_valid_results_and_report(audit_args: list[str]) -> None:
     assert (root / "roc.png").is_file() and (root / "aia.png").is_file()
 
 
-def test_second_audit_trains_nothing(
-    audit_args: list[str], capsys: pytest.CaptureFixture[str]
+def test_second_audit_trains_nothing_and_reads_each_manifest_once(
+    audit_args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    reads: list[Path] = []
+    real = folder_module._read_manifest
+    monkeypatch.setattr(folder_module, "_read_manifest", lambda p: reads.append(p) or real(p))
     before = completion_ids(run_root(audit_args))
     assert main(["audit", *audit_args]) == 0
     assert completion_ids(run_root(audit_args)) == before
     out = capsys.readouterr().out
     assert out.count("done, skipped") == len(before)
+    stage_reads = sorted(p.name for p in reads if p.name in before)
+    assert stage_reads == sorted(before), stage_reads  # each stage's manifest, once
 
 
 def test_deleted_stage_reruns_with_its_dependants_only(audit_args: list[str]) -> None:
@@ -136,8 +142,8 @@ def test_report_renders_from_fixture_results(tmp_path: Path) -> None:
 
 
 def test_seed_aggregate_and_lambda_sweep_compare(tmp_path: Path) -> None:
-    from lightning_talos.pipeline.results import aggregate
     from lightning_talos.report.report import compare
+    from lightning_talos.stages.results import aggregate
 
     def run(seed: int, acc: float, lam: float) -> dict:
         probe = {"acc": acc, "balanced_acc": acc, "macro_f1": acc, "ci95": {"acc": [acc, acc]}}

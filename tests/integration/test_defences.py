@@ -13,11 +13,11 @@ import torch
 from lightning_talos.cli import main
 from lightning_talos.config.load import compose
 from lightning_talos.data.datamodule import TalosDataModule
-from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.defences import load_dp_supervised, load_leace
-from lightning_talos.pipeline.results import validate_results
-from lightning_talos.pipeline.stages import DP_SUPERVISED, LEACE, REGISTRY, unregister
 from lightning_talos.report.report import compare
+from lightning_talos.runs.context import RunContext
+from lightning_talos.stages.defences import load_dp_supervised, load_leace
+from lightning_talos.stages.registry import DP_SUPERVISED, LEACE, REGISTRY, unregister
+from lightning_talos.stages.results import validate_results
 from tests.conftest import TINY_ARGS
 
 TINY = [

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from lightning_talos.cli import main
+from lightning_talos.runs import folder as folder_module
 
 
 def _run(tmp_path: Path) -> Path:
@@ -66,3 +67,17 @@ def test_mia_checks_the_models_it_attacks(
     err = _one_error_line(capsys)
     assert str(ckpt) in err and "lightning-talos supervised role=shadow" in err
     assert not (_run(tmp_path) / "mia-supervised").exists()
+
+
+def test_a_stage_command_reads_each_manifest_once(
+    tiny_args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["pretrain", *tiny_args]) == 0
+    reads: list[Path] = []
+    real = folder_module._read_manifest
+    monkeypatch.setattr(folder_module, "_read_manifest", lambda p: reads.append(p) or real(p))
+    assert main(["linear", *tiny_args]) == 0  # its own folder (new) and the encoder's
+    assert sorted(p.name for p in reads) == ["linear-target", "pretrain-target"]
+    reads.clear()
+    assert main(["linear", *tiny_args]) == 0  # done: reused, the same two reads
+    assert sorted(p.name for p in reads) == ["linear-target", "pretrain-target"]

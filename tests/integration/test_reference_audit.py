@@ -9,10 +9,10 @@ import pytest
 
 from lightning_talos.cli import main
 from lightning_talos.config.load import compose
-from lightning_talos.pipeline.audit import graph, plan
-from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.references import ENCODER_ENTRIES, PLAN_FILE
-from lightning_talos.pipeline.results import validate_results
+from lightning_talos.orchestration.audit import graph, plan
+from lightning_talos.runs.context import RunContext
+from lightning_talos.stages.references import ENCODER_ENTRIES, PLAN_FILE
+from lightning_talos.stages.results import validate_results
 from tests.conftest import TINY_ARGS
 from tests.fixtures.audits import completion_ids, finished_audit, run_root
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from lightning_talos.cli import main
-from lightning_talos.pipeline.lock import HOLDER_NAME, command_lock, holder, run_lock
+from lightning_talos.runs.lock import HOLDER_NAME, command_lock, holder, run_lock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from lightning_talos.pipeline.lock import run_lock
+from lightning_talos.runs.lock import run_lock
 with run_lock(Path(sys.argv[1]), wait=False):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

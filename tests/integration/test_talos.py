@@ -14,8 +14,8 @@ from lightning_talos.data.datamodule import TalosDataModule
 from lightning_talos.models.grl import grad_reverse
 from lightning_talos.models.heads import AdversaryHead
 from lightning_talos.modules.talos import Talos, dann_lambda
-from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.stages import train_stage
+from lightning_talos.runs.context import RunContext
+from lightning_talos.stages.registry import train_stage
 
 
 def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:

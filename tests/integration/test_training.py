@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lightning_talos.cli import main
-from lightning_talos.pipeline.trainer import AtomicCheckpointIO
+from lightning_talos.stages.trainer import AtomicCheckpointIO
 from tests.fixtures.processes import checkpoint_position, launch, wait_for_file
 
 

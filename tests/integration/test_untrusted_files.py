@@ -15,9 +15,9 @@ import torch
 from lightning_talos.cli import main
 from lightning_talos.config.load import compose
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline.attacking import model_source
-from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.stages import method
+from lightning_talos.runs.context import RunContext
+from lightning_talos.stages.attacking import model_source
+from lightning_talos.stages.registry import method
 from tests.unit.test_safe_load import Payload
 
 

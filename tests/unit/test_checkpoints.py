@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline import checkpoints
-from lightning_talos.pipeline.checkpoints import LastCheckpoint, read_progress, resume_checkpoint
-from lightning_talos.pipeline.trainer import AtomicCheckpointIO
+from lightning_talos.runs import checkpoints
+from lightning_talos.runs.checkpoints import LastCheckpoint, read_progress, resume_checkpoint
+from lightning_talos.stages.trainer import AtomicCheckpointIO
 
 
 class Tiny(pl.LightningModule):

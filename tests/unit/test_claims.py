@@ -1,4 +1,4 @@
-"""Verdict rules (report/claims.py), results.json validation and the report that reads them."""
+"""Verdict rules (analysis/claims.py), results.json validation and the report that reads them."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lightning_talos.errors import UserError
-from lightning_talos.pipeline.results import SCHEMA_VERSION, aggregate, validate_results
-from lightning_talos.report.claims import (
+from lightning_talos.analysis.claims import (
     UTILITY_TOLERANCE,
     decode_correct,
     encode_correct,
@@ -22,7 +20,9 @@ from lightning_talos.report.claims import (
     single_seed_drop,
     t_interval,
 )
+from lightning_talos.errors import UserError
 from lightning_talos.report.report import claims, compare, write_report
+from lightning_talos.stages.results import SCHEMA_VERSION, aggregate, validate_results
 
 
 def attack(acc: float, half: float = 0.01) -> dict[str, Any]:

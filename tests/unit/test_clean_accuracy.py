@@ -9,7 +9,7 @@ import torch
 from lightning_talos.attacks.clean_accuracy import clean_utility
 from lightning_talos.attacks.outputs import ModelOutputs, SplitOutputs
 from lightning_talos.data.pool import Pool
-from lightning_talos.pipeline.attack import utility
+from lightning_talos.stages.attack import utility
 
 
 def _split(indices: list[int], predicted: list[int], noisy: list[int]) -> SplitOutputs:

@@ -10,12 +10,13 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from lightning_talos.analysis.frontier import frontier_row, membership_attacks, wilson
 from lightning_talos.config.load import compose
 from lightning_talos.defences.leace import ConceptEraser
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline.defences import without_rounding_residue
-from lightning_talos.pipeline.results import _defence_problems
-from lightning_talos.pipeline.stages import (
+from lightning_talos.report.frontier import rows as frontier_rows
+from lightning_talos.stages.defences import without_rounding_residue
+from lightning_talos.stages.registry import (
     DP_SUPERVISED,
     LEACE,
     REGISTRY,
@@ -25,13 +26,8 @@ from lightning_talos.pipeline.stages import (
     stage_for_command,
     unregister,
 )
-from lightning_talos.pipeline.wandb_log import frontier_table
-from lightning_talos.report.frontier import (
-    frontier_row,
-    frontier_rows,
-    membership_attacks,
-    wilson,
-)
+from lightning_talos.stages.results import _defence_problems
+from lightning_talos.stages.wandb_log import frontier_table
 
 
 @pytest.fixture

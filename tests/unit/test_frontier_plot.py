@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_talos.report.plots import frontier_points, plot_frontier
+from lightning_talos.analysis.plots import frontier_points, plot_frontier
 
 ROWS = [
     {

@@ -10,16 +10,16 @@ import pytest
 
 from lightning_talos.config.load import compose
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline.audit import graph
-from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.references import (
+from lightning_talos.orchestration.audit import graph
+from lightning_talos.runs.context import RunContext
+from lightning_talos.stages.references import (
     PLAN_FILE,
     reference_roles,
     reference_splits,
     run_plan,
 )
-from lightning_talos.pipeline.stages import role_family
-from lightning_talos.pipeline.training import role_splits
+from lightning_talos.stages.registry import role_family
+from lightning_talos.stages.training import role_splits
 from tests.conftest import TINY_ARGS
 
 

@@ -7,9 +7,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from lightning_talos.analysis.frontier import frontier_rows
+from lightning_talos.analysis.names import PAPER_ATTACKS
 from lightning_talos.config.load import to_dict
-from lightning_talos.pipeline.stages import PAPER_ATTACKS
-from lightning_talos.pipeline.trainer import wandb_mode
+from lightning_talos.stages.registry import entry_methods, method_labels
+from lightning_talos.stages.trainer import wandb_mode
 
 MIA, AIA = PAPER_ATTACKS
 
@@ -88,15 +90,15 @@ FRONTIER_COLUMNS = ("label", "task_acc", "aia_excess", "aia_probe", "mia_adv", "
 
 
 def frontier_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """The privacy-utility frontier (``report/frontier.py``) as W&B Table columns and rows,
+    """The privacy-utility frontier (``analysis/frontier.py``) as W&B Table columns and rows,
     interval ends as ``<key>_lo`` / ``<key>_hi``."""
-    from lightning_talos.report.frontier import frontier_rows
 
     columns = [*FRONTIER_COLUMNS]
     intervals = ("task_ci", "aia_ci", "mia_ci")
     columns += [f"{k}_{end}" for k in intervals for end in ("lo", "hi")]
     rows = []
-    for row in frontier_rows(results):
+    points = frontier_rows(results, methods=entry_methods(results), labels=method_labels())
+    for row in points:
         ends = [row[k][i] if row[k] is not None else None for k in intervals for i in (0, 1)]
         rows.append([*(row[c] for c in FRONTIER_COLUMNS), *ends])
     return columns, rows

@@ -13,8 +13,7 @@ from torch import Tensor
 from lightning_talos.attacks.outputs import ModelOutputs, SplitOutputs
 from lightning_talos.data.datamodule import TalosDataModule
 from lightning_talos.data.splits import QUARTERS
-from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.rundir import require_done
+from lightning_talos.runs.context import RunContext
 from lightning_talos.safe_load import checkpoint_error, file_digest, load_arrays, save_arrays
 
 
@@ -49,7 +48,8 @@ class ModelSource:
         Raises:
             UserError: when it has not finished, naming the command that trains it.
         """
-        return require_done(self.folder(role), self.rebuild.format(role=role))
+        folder = self.ctx.folder(self.stage, role)
+        return folder.require_done(self.rebuild.format(role=role))
 
     def classifier(self, role: str) -> torch.nn.Module:
         """The trained classifier of ``role`` in eval mode.

@@ -128,7 +128,7 @@ def command_lock(command: str, args: Sequence[str]) -> AbstractContextManager[No
     if command in UNLOCKED_COMMANDS or "--dry-run" in args or launcher_rank() != 0:
         return nullcontext()
     from lightning_talos.config.load import compose
-    from lightning_talos.pipeline.rundir import run_root
+    from lightning_talos.runs.settings import run_root
 
     overrides = [a for a in args if not a.startswith("--")]
     return run_lock(run_root(compose(overrides)), wait=False)

@@ -9,7 +9,8 @@ from omegaconf import DictConfig
 from lightning_talos.data.pool import Pool
 from lightning_talos.data.registry import load_pool
 from lightning_talos.data.splits import Splits, member_split, resolve_splits
-from lightning_talos.pipeline.rundir import run_root
+from lightning_talos.runs.folder import StageFolder
+from lightning_talos.runs.settings import run_root
 
 
 class RunContext:
@@ -27,6 +28,7 @@ class RunContext:
         self.cfg = cfg
         self._pool = pool
         self._splits = splits
+        self._folders: dict[str, StageFolder] = {}
 
     @property
     def root(self) -> Path:
@@ -51,3 +53,19 @@ class RunContext:
     def stage_dir(self, stage: str, key: str) -> Path:
         """``<run.dir>/<run.name>/<stage>-<key>`` (key: a role, or the attacked method)."""
         return self.root / f"{stage}-{key}"
+
+    def folder(self, stage: str, key: str) -> StageFolder:
+        """The folder of ``stage`` for ``key``: one object per folder and run, so a command
+        reads each manifest once (and sees what it wrote since)."""
+        return self.folder_named(f"{stage}-{key}")
+
+    def folder_named(self, name: str) -> StageFolder:
+        """The stage folder ``<run>/<name>`` (see :meth:`folder`)."""
+        found = self._folders.get(name)
+        if found is None:
+            found = self._folders[name] = StageFolder(self.root / name)
+        return found
+
+    def forget_folders(self) -> None:
+        """Read every manifest anew on next use (after other processes wrote them)."""
+        self._folders.clear()

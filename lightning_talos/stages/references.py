@@ -8,7 +8,7 @@ and resume, but trained on ``plan.members(j)``, a half of the reference pool
 its hash and never re-drawn; raising ``mia.references`` appends references and leaves the
 trained ones done (each records the hash of its own row of the plan among its inputs).
 
-The registry knows these roles through two hooks (``pipeline/stages.py``): the ``ref`` role
+The registry knows these roles through two hooks (``stages/registry.py``): the ``ref`` role
 family (:func:`reference_splits`: what a ``ref-<j>`` model trains on) and the ``more_roles`` of
 the membership stage (:func:`reference_roles`: which references the requested attacks read).
 """
@@ -27,7 +27,7 @@ from lightning_talos.data.splits import Splits
 from lightning_talos.errors import UserError
 
 if TYPE_CHECKING:
-    from lightning_talos.pipeline.context import RunContext
+    from lightning_talos.runs.context import RunContext
 
 PREFIX = "ref"
 PLAN_FILE = "references.json"
@@ -158,8 +158,8 @@ def train_references(ctx: RunContext, method_name: str) -> list[str]:
     Raises:
         UserError: an unknown method, fewer than one reference, or a disagreeing saved plan.
     """
-    from lightning_talos.pipeline.stages import method, train_stage, upstream_closure
-    from lightning_talos.pipeline.training import run_train_stage
+    from lightning_talos.stages.registry import method, train_stage, upstream_closure
+    from lightning_talos.stages.training import run_train_stage
 
     cfg = ctx.cfg
     chosen = method(method_name)
@@ -188,7 +188,7 @@ HELP = """lightning-talos references method=M [mia.references=K] [mia.reference_
 
 def cmd_references(cfg: DictConfig) -> None:
     """The ``references`` command."""
-    from lightning_talos.pipeline.context import RunContext
+    from lightning_talos.runs.context import RunContext
 
     ctx = RunContext(cfg)
     folders = train_references(ctx, str(cfg.method))

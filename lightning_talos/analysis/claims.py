@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from scipy.special import stdtrit
 
-from lightning_talos.pipeline.stages import PAPER_ATTACKS, PAPER_METHODS
+from lightning_talos.analysis.names import PAPER_ATTACKS, PAPER_METHODS
 
 SUPERVISED, CONTRASTIVE, TALOS = PAPER_METHODS
 MIA, AIA = PAPER_ATTACKS

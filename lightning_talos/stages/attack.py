@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from lightning_talos.analysis.claims import encode_correct
+from lightning_talos.analysis.plots import plot_roc
 from lightning_talos.attacks.attribute import run_probes
 from lightning_talos.attacks.clean_accuracy import clean_utility
 from lightning_talos.attacks.label_only import (
@@ -22,14 +24,12 @@ from lightning_talos.attacks.membership import METRICS, metric_attack, nn_attack
 from lightning_talos.attacks.outputs import ModelOutputs, SplitOutputs
 from lightning_talos.data.datamodule import as_float
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.features import ModelSource, device
-from lightning_talos.pipeline.results import AIA_KEYS, MIA_KEYS
-from lightning_talos.pipeline.rundir import run_root
-from lightning_talos.pipeline.strong_attacks import STRONG_ATTACKS, strong_attacks
-from lightning_talos.pipeline.wandb_log import log_attack
-from lightning_talos.report.claims import encode_correct
-from lightning_talos.report.plots import plot_roc
+from lightning_talos.runs.context import RunContext
+from lightning_talos.runs.settings import run_root
+from lightning_talos.stages.features import ModelSource, device
+from lightning_talos.stages.results import AIA_KEYS, MIA_KEYS
+from lightning_talos.stages.strong_attacks import STRONG_ATTACKS, strong_attacks
+from lightning_talos.stages.wandb_log import log_attack
 
 
 def accuracy(outputs: SplitOutputs) -> float:

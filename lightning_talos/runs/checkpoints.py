@@ -3,7 +3,7 @@
 Lightning's ``ModelCheckpoint(save_last=True, save_top_k=0)`` writes ``last.ckpt`` only when
 training ends (its epoch-end save of ``last`` follows a top-k save, and there is none), so a kill
 lost the whole run. :class:`LastCheckpoint` writes it every epoch, optionally every N optimizer
-steps or every N minutes, and when a stop signal ends the fit (see ``pipeline/signals.py``).
+steps or every N minutes, and when a stop signal ends the fit (see ``runs/signals.py``).
 Writes go through the trainer's checkpoint IO (``AtomicCheckpointIO``: temporary file + rename),
 so a kill during a write leaves the previous file.
 """
@@ -23,16 +23,14 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_talos.errors import UserError
-
-#: Where a stage keeps its resumable checkpoint, relative to the stage folder.
-LAST = Path("checkpoints") / "last.ckpt"
+from lightning_talos.runs.records import LAST
 
 
 class LastCheckpoint(Checkpoint):
     """Write ``path`` at every epoch end, every ``every_n_steps`` steps, every ``every_minutes``.
 
     Also writes it when Lightning stops the fit on SIGTERM (``SIGTERMException``; Ctrl-C is
-    routed the same way by ``pipeline/signals.py``), at a batch boundary, so the state is
+    routed the same way by ``runs/signals.py``), at a batch boundary, so the state is
     consistent. A state already on disk (same global step) is not written twice.
 
     Args:

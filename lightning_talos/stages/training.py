@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -13,22 +12,15 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_talos.data.datamodule import TalosDataModule
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline.checkpoints import LAST, Progress, resume_checkpoint
-from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.provenance import check_upstream, rebuild_command
-from lightning_talos.pipeline.rundir import (
-    decide,
-    new_manifest,
-    read_manifest,
-    require_done,
-    save_config,
-    stage_config,
-    write_json,
-)
-from lightning_talos.pipeline.signals import stop_on_signal
-from lightning_talos.pipeline.stages import TrainStage, role_family, train_stage
-from lightning_talos.pipeline.trainer import build_logger, build_trainer, new_wandb_id
 from lightning_talos.precision import precision_record
+from lightning_talos.runs.checkpoints import Progress
+from lightning_talos.runs.context import RunContext
+from lightning_talos.runs.folder import LAST, Decision, Record
+from lightning_talos.runs.records import new_manifest
+from lightning_talos.runs.signals import stop_on_signal
+from lightning_talos.stages.provenance import expected, train_reads
+from lightning_talos.stages.registry import TrainStage, role_family
+from lightning_talos.stages.trainer import build_logger, build_trainer, new_wandb_id
 
 
 def is_rank_zero() -> bool:
@@ -39,21 +31,6 @@ def is_rank_zero() -> bool:
 def upstream_dirs(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, Path]:
     """Folders of the stages this one reads, for ``role``."""
     return {name: ctx.stage_dir(name, role) for name in stage.upstream(ctx.cfg)}
-
-
-def upstream_inputs(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, str]:
-    """Completion ids of the stages this one reads (a re-run upstream gets a new id).
-
-    Raises:
-        UserError: when an upstream stage has not finished, with the command that trains it.
-    """
-    inputs: dict[str, str] = {}
-    for name, folder in upstream_dirs(ctx, stage, role).items():
-        rebuild = train_stage(name).rebuild(ctx.cfg, role)
-        inputs[folder.name] = require_done(folder, rebuild)["completion_id"]
-    if role_family(role) is not None:  # an extra role: the data it trains on is an input too
-        inputs[f"data-{role}"] = role_splits(ctx, role).hash
-    return inputs
 
 
 def role_splits(ctx: RunContext, role: str) -> Any:
@@ -72,58 +49,59 @@ def check_attribute(ctx: RunContext, stage_name: str, needs_attribute: bool) -> 
         raise UserError(f"{ctx.cfg.data.name} has no sensitive attribute: {stage_name} needs one")
 
 
+def decide_train(ctx: RunContext, stage: TrainStage, role: str) -> Decision:
+    """What to do with ``stage`` for ``role`` (see :meth:`StageFolder.decide`).
+
+    Raises:
+        UserError: an upstream stage unfinished or made otherwise, this stage made with other
+            settings or splits, or an unreadable checkpoint.
+    """
+    extra = None
+    if role_family(role) is not None:  # an extra role: the data it trains on is an input too
+        extra = {f"data-{role}": role_splits(ctx, role).hash}
+    return ctx.folder(stage.name, role).decide(
+        expected(ctx, stage, role),
+        reads=train_reads(ctx, stage, role),
+        extra_inputs=extra,
+        split_hash=ctx.splits.hash,
+        resume=ctx.cfg.run.resume,
+    )
+
+
 def run_train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, Any]:
     """Train (or resume, or skip) one stage for one role; return its manifest."""
     cfg = ctx.cfg
     check_attribute(ctx, stage.name, stage.needs_attribute)
-    stage_dir = ctx.stage_dir(stage.name, role)
-    config = stage_config(cfg, stage.sections)
-    inputs = upstream_inputs(ctx, stage, role)
-    check_upstream(ctx, stage, role)
+    folder = ctx.folder(stage.name, role)
+    decision = decide_train(ctx, stage, role)
     epochs = stage.epochs(cfg)
-    manifest = read_manifest(stage_dir)
-    action = decide(
-        manifest,
-        config=config,
-        inputs=inputs,
-        split_hash=ctx.splits.hash,
-        resume=cfg.run.resume,
-        where=stage_dir,
-        epochs=epochs,
-    )
-    label = stage_dir.name
-    if action == "done":
-        print(f"[{label}] already done ({epochs} epochs) in {stage_dir}")
-        return manifest  # type: ignore[return-value]
-    # read before the manifest is touched: a corrupt checkpoint stops here, in one line
-    rebuild = rebuild_command(cfg, stage, role)
-    start = resume_checkpoint(stage_dir, rebuild=rebuild) if action == "resume" else None
-    if action == "fresh" and stage_dir.exists() and is_rank_zero():
-        shutil.rmtree(stage_dir)
-    wandb_id = manifest["wandb_id"] if action == "resume" and manifest else new_wandb_id()
+    if decision.action == "done":
+        print(f"[{folder.path.name}] already done ({epochs} epochs) in {folder.path}")
+        return decision.manifest  # type: ignore[return-value]
+    resuming = decision.action == "resume" and decision.manifest is not None
+    wandb_id = decision.manifest["wandb_id"] if resuming else new_wandb_id()  # type: ignore[index]
     started = time.time()
     manifest = new_manifest(
         stage.name,
         role,
-        config,
-        inputs=inputs,
+        expected(ctx, stage, role).config,
+        inputs=decision.inputs,
         split_hash=ctx.splits.hash,
         wandb_id=wandb_id,
         max_epochs=epochs,
         **precision_record(cfg.trainer, stage.precision),
     )
-    if is_rank_zero():
-        save_config(cfg, stage_dir)
-        write_json(stage_dir / "manifest.json", manifest)
-    metrics = _fit(ctx, stage, role, epochs, wandb_id, start=start)
-    manifest["epochs_completed"] = metrics["epochs"]
-    manifest["wall_time_s"] = round(time.time() - started, 2)
-    manifest["status"] = "fast_dev_run" if cfg.trainer.fast_dev_run else "done"
-    manifest["completion_id"] = uuid.uuid4().hex
-    if is_rank_zero():
-        write_json(stage_dir / "metrics.json", metrics)
-        write_json(stage_dir / "manifest.json", manifest)
-    return manifest
+
+    def train(rec: Record) -> None:
+        metrics = _fit(ctx, stage, role, epochs, wandb_id, start=decision.start)
+        rec.manifest["epochs_completed"] = metrics["epochs"]
+        rec.manifest["wall_time_s"] = round(time.time() - started, 2)
+        rec.manifest["status"] = "fast_dev_run" if cfg.trainer.fast_dev_run else "done"
+        rec.manifest["completion_id"] = uuid.uuid4().hex
+        rec.outputs["metrics.json"] = metrics
+
+    fresh = decision.action == "fresh"
+    return folder.record(Record(manifest), train, cfg=cfg, fresh=fresh, write=is_rank_zero())
 
 
 def _fit(

@@ -40,9 +40,9 @@ from lightning_talos.attacks.rmia import rmia_attack, true_class_probability
 from lightning_talos.data.batched_aug import BatchedSimCLRAugment
 from lightning_talos.data.datamodule import as_float, aug_kwargs
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.features import ModelSource, device
-from lightning_talos.pipeline.references import (
+from lightning_talos.runs.context import RunContext
+from lightning_talos.stages.features import ModelSource, device
+from lightning_talos.stages.references import (
     ENCODER_ATTACK,
     ENCODER_ENTRIES,
     LIRA_MIN_REFERENCES,
@@ -50,7 +50,7 @@ from lightning_talos.pipeline.references import (
     reference_roles,
     run_plan,
 )
-from lightning_talos.pipeline.stages import train_stage, upstream_closure
+from lightning_talos.stages.registry import train_stage, upstream_closure
 
 #: The names ``compute_mia`` leaves to this module.
 STRONG_ATTACKS = (*REFERENCE_ATTACKS, ENCODER_ATTACK)

@@ -38,7 +38,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_talos.errors import UserError
 from lightning_talos.interrupts import SignalInterruptError, on_main_thread, state
-from lightning_talos.pipeline.checkpoints import read_progress
+from lightning_talos.runs.checkpoints import read_progress
 
 
 class GracefulInterrupt(Callback):

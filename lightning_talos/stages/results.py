@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lightning_talos.analysis.claims import claim_problems, decode_correct, judge_claims
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline.rundir import git_commit, machine_info, read_manifest, versions
-from lightning_talos.pipeline.stages import PAPER_ATTACKS, REGISTRY, entry_methods, method_names
 from lightning_talos.precision import precision_record
-from lightning_talos.report.claims import claim_problems, decode_correct, judge_claims
+from lightning_talos.runs.records import git_commit, machine_info, versions
+from lightning_talos.stages.registry import PAPER_ATTACKS, REGISTRY, entry_methods, method_names
 
 if TYPE_CHECKING:  # the context pulls in the data stack; the report needs only the schema
-    from lightning_talos.pipeline.context import RunContext
+    from lightning_talos.runs.context import RunContext
 
 #: 2: ``claims`` (verdicts) and ``utility.test_correct`` (per-sample correctness) added.
 SCHEMA_VERSION = 2
@@ -83,20 +83,20 @@ def build_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any]:
         "git_commit": git_commit(),
         "versions": versions(),
         "machine": machine_info(),
-        "wall_time_s": _stage_times(ctx.root, timings),
+        "wall_time_s": _stage_times(ctx, timings),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     results["claims"] = judge_claims(results)
     return results
 
 
-def _stage_times(root: Path, timings: dict[str, float]) -> dict[str, float]:
+def _stage_times(ctx: RunContext, timings: dict[str, float]) -> dict[str, float]:
     """Wall time per stage: this audit's, else the time recorded when it ran."""
     out = dict(timings)
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        manifest = read_manifest(folder)
-        if manifest and folder.name not in out and "wall_time_s" in manifest:
-            out[folder.name] = manifest["wall_time_s"]
+    for path in sorted(p for p in ctx.root.iterdir() if p.is_dir()):
+        manifest = ctx.folder_named(path.name).manifest
+        if manifest and path.name not in out and "wall_time_s" in manifest:
+            out[path.name] = manifest["wall_time_s"]
     return out
 
 
@@ -105,7 +105,7 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     per-seed results under ``per_seed`` and verdicts judged on the spread between seeds.
 
     Per-sample fields (``test_correct``) and per-seed verdicts are not averaged: they stay in
-    ``per_seed``, where :func:`~lightning_talos.report.claims.judge_claims` reads each seed's
+    ``per_seed``, where :func:`~lightning_talos.analysis.claims.judge_claims` reads each seed's
     numbers.
 
     Raises:

@@ -1,5 +1,5 @@
 """How each training stage's LightningModule is built from the config, and how a trained
-product is loaded back. The stage registry (``pipeline/stages.py``) points at these functions.
+product is loaded back. The stage registry (``stages/registry.py``) points at these functions.
 
 Each builder takes the run context, the role, and the folders of the stages it reads
 (``upstream``: stage name -> folder), so it never needs to know another stage's name.
@@ -21,7 +21,7 @@ from lightning_talos.errors import UserError
 from lightning_talos.modules.classifier import LinearClassifier, SupervisedClassifier
 from lightning_talos.modules.simclr import SimCLR
 from lightning_talos.modules.talos import Talos
-from lightning_talos.pipeline.context import RunContext
+from lightning_talos.runs.context import RunContext
 from lightning_talos.safe_load import load_checkpoint
 
 

@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, ListConfig
 
+from lightning_talos.analysis.names import PAPER_ATTACKS, PAPER_METHODS
 from lightning_talos.errors import UserError
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
     from torch import nn
 
-    from lightning_talos.pipeline.context import RunContext
+    from lightning_talos.runs.context import RunContext
 
 ROLES = ("target", "shadow")
 
@@ -44,9 +45,9 @@ def lazy(module: str, name: str) -> Callable[..., Any]:
     return call
 
 
-_BUILDERS = "lightning_talos.pipeline.builders"
-_ATTACK = "lightning_talos.pipeline.attack"
-_REFERENCES = "lightning_talos.pipeline.references"
+_BUILDERS = "lightning_talos.stages.builders"
+_ATTACK = "lightning_talos.stages.attack"
+_REFERENCES = "lightning_talos.stages.references"
 
 
 def _no_upstream(cfg: DictConfig) -> tuple[str, ...]:
@@ -458,19 +459,14 @@ register_train_stage(
     )
 )
 
-#: The paper's three models, in the roles its claims give them: the supervised baseline, the
-#: contrastive model, and the defence (claims 1-3 compare them).
-PAPER_METHODS = ("supervised", "contrastive", "talos")
-#: The paper's two attack stages (membership, attribute inference), as its claims read them.
-PAPER_ATTACKS = ("mia", "aia")
-
-register_method(Method("supervised", "Supervised", model_stage="supervised"))
-register_method(Method("contrastive", "Contrastive", model_stage="linear"))
-register_method(Method("talos", "Talos", model_stage="talos_linear", needs_attribute=True))
+SUPERVISED, CONTRASTIVE, TALOS = PAPER_METHODS
+register_method(Method(SUPERVISED, "Supervised", model_stage="supervised"))
+register_method(Method(CONTRASTIVE, "Contrastive", model_stage="linear"))
+register_method(Method(TALOS, "Talos", model_stage="talos_linear", needs_attribute=True))
 
 register_attack_stage(
     AttackStage(
-        name="mia",
+        name=PAPER_ATTACKS[0],
         summary="membership inference (NN, metric, label-only) calibrated on the shadow model",
         sections=("mia", "attacks"),
         compute=lazy(_ATTACK, "compute_mia"),
@@ -481,7 +477,7 @@ register_attack_stage(
 )
 register_attack_stage(
     AttackStage(
-        name="aia",
+        name=PAPER_ATTACKS[1],
         summary="attribute inference: fresh probes on the target's embeddings",
         sections=("aia",),
         compute=lazy(_ATTACK, "compute_aia"),
@@ -495,7 +491,7 @@ register_attack_stage(
 
 # --- defences beside Talos (issue 14): LEACE and DP-SGD -------------------------------------
 
-_DEFENCES = "lightning_talos.pipeline.defences"
+_DEFENCES = "lightning_talos.stages.defences"
 #: The concept-erasure defence and the DP-SGD baseline (``methods=[...]`` asks for them).
 LEACE, DP_SUPERVISED = "leace", "dp_supervised"
 
@@ -593,5 +589,5 @@ register_method(
 )
 
 #: Reference models of LiRA and RMIA: roles ``ref-<j>`` trained on halves of a pool
-#: (``pipeline/references.py``).
+#: (``stages/references.py``).
 register_role_family(RoleFamily("ref", lazy(_REFERENCES, "reference_splits"), command="references"))

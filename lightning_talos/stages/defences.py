@@ -29,10 +29,10 @@ from lightning_talos.defences.leace import ConceptEraser
 from lightning_talos.errors import UserError
 from lightning_talos.modules.dp_classifier import DPSupervisedClassifier
 from lightning_talos.modules.leace_classifier import LeaceLinearClassifier
-from lightning_talos.pipeline.builders import encoder_weights, model_settings
-from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.results import DP_SGD
-from lightning_talos.pipeline.stages import dp_epsilons
+from lightning_talos.runs.context import RunContext
+from lightning_talos.stages.builders import encoder_weights, model_settings
+from lightning_talos.stages.registry import dp_epsilons
+from lightning_talos.stages.results import DP_SGD
 
 #: ``defence`` of a LEACE model's record in ``results.json``.
 ERASURE = "concept_erasure"

@@ -15,11 +15,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_talos.errors import UserError
-from lightning_talos.pipeline.attacking import attack_inputs, run_attack_stage
-from lightning_talos.pipeline.context import RunContext
-from lightning_talos.pipeline.results import build_results
-from lightning_talos.pipeline.rundir import decide, read_manifest, stage_config, write_json
-from lightning_talos.pipeline.stages import (
+from lightning_talos.runs.context import RunContext
+from lightning_talos.runs.folder import Decision
+from lightning_talos.runs.records import write_json
+from lightning_talos.stages.attacking import decide_attack, run_attack_stage
+from lightning_talos.stages.provenance import expected
+from lightning_talos.stages.registry import (
     REGISTRY,
     ROLES,
     AttackStage,
@@ -29,7 +30,8 @@ from lightning_talos.pipeline.stages import (
     train_stage,
     upstream_closure,
 )
-from lightning_talos.pipeline.training import run_train_stage, upstream_inputs
+from lightning_talos.stages.results import build_results
+from lightning_talos.stages.training import decide_train, run_train_stage
 
 
 @dataclass(frozen=True)
@@ -74,26 +76,12 @@ def graph(cfg: DictConfig, with_attribute: bool) -> list[Node]:
     return list(nodes.values())
 
 
-def node_dir(ctx: RunContext, node: Node) -> Path:
-    return ctx.stage_dir(node.stage.name, node.key)
-
-
-def _decide(ctx: RunContext, node: Node) -> str:
-    """:func:`decide` for a node whose upstream stages are all done."""
-    stage = node.stage
-    common = {
-        "config": stage_config(ctx.cfg, stage.sections),
-        "split_hash": ctx.splits.hash,
-        "resume": ctx.cfg.run.resume,
-        "where": node_dir(ctx, node),
-    }
-    manifest = read_manifest(node_dir(ctx, node))
-    if isinstance(stage, TrainStage):
-        inputs = upstream_inputs(ctx, stage, node.key)
-        return decide(manifest, inputs=inputs, epochs=stage.epochs(ctx.cfg), **common)
+def _decide(ctx: RunContext, node: Node) -> Decision:
+    """The runner's decision for a node whose upstream stages are all done."""
+    if isinstance(node.stage, TrainStage):
+        return decide_train(ctx, node.stage, node.key)
     assert node.method is not None  # attack nodes always carry their method
-    inputs = attack_inputs(ctx, stage, node.method)
-    return decide(manifest, inputs=inputs, output=node_dir(ctx, node) / stage.output, **common)
+    return decide_attack(ctx, node.stage, node.method)
 
 
 def plan(ctx: RunContext, nodes: list[Node]) -> dict[Node, str]:
@@ -104,17 +92,14 @@ def plan(ctx: RunContext, nodes: list[Node]) -> dict[Node, str]:
     """
     actions: dict[Node, str] = {}
     for node in nodes:
-        manifest = read_manifest(node_dir(ctx, node))
+        folder = ctx.folder(node.stage.name, node.key)
         if any(actions[d] != "done" for d in node.deps):
-            if manifest is not None and ctx.cfg.run.resume != "never":
-                decide(  # refuses changed settings before anything runs
-                    manifest, config=stage_config(ctx.cfg, node.stage.sections),
-                    inputs=manifest.get("inputs", {}), split_hash=ctx.splits.hash,
-                    resume=ctx.cfg.run.resume, where=node_dir(ctx, node),
-                )  # fmt: skip
-            actions[node] = "stale" if manifest else "fresh"
+            if folder.manifest is not None and ctx.cfg.run.resume != "never":
+                # refuses changed settings before anything runs
+                folder.check_reusable(expected(ctx, node.stage, node.key).config, ctx.splits.hash)
+            actions[node] = "stale" if folder.manifest else "fresh"
             continue
-        actions[node] = _decide(ctx, node)
+        actions[node] = _decide(ctx, node).action
     return actions
 
 
@@ -157,7 +142,7 @@ def run_audit(cfg: DictConfig, *, dry_run: bool = False) -> Path | None:
     Raises:
         UserError: for a changed config (names the keys) or bad input.
     """
-    from lightning_talos.pipeline.results import aggregate
+    from lightning_talos.stages.results import aggregate
 
     if not cfg.seeds:
         path = audit_one(cfg, dry_run=dry_run)
@@ -186,8 +171,8 @@ def run_audit(cfg: DictConfig, *, dry_run: bool = False) -> Path | None:
 
 def _finish(cfg: DictConfig, root: Path) -> None:
     """Report, W&B table, and the headline table on the console."""
-    from lightning_talos.pipeline.wandb_log import log_report
     from lightning_talos.report.report import claims, load_results, table, write_report
+    from lightning_talos.stages.wandb_log import log_report
 
     report = write_report(root)
     results = load_results(root)

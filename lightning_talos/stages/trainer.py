@@ -16,9 +16,9 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from lightning_talos.config.load import to_dict
-from lightning_talos.pipeline.checkpoints import LAST, LastCheckpoint
-from lightning_talos.pipeline.signals import GracefulInterrupt
 from lightning_talos.precision import resolve_precision
+from lightning_talos.runs.checkpoints import LAST, LastCheckpoint
+from lightning_talos.runs.signals import GracefulInterrupt
 from lightning_talos.threads import cpu_share
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def build_trainer(
 ) -> pl.Trainer:
     """A Trainer writing ``<stage_dir>/checkpoints/last.ckpt`` atomically: every epoch, every
     ``trainer.checkpoint_every_n_steps`` steps / ``trainer.checkpoint_every_minutes`` minutes,
-    and when SIGTERM or Ctrl-C stops it (see ``pipeline/signals.py``). ``strategy`` and
+    and when SIGTERM or Ctrl-C stops it (see ``runs/signals.py``). ``strategy`` and
     ``precision`` override ``trainer.*`` for a stage that needs its own."""
     t = cfg.trainer
     checkpoint = LastCheckpoint(
