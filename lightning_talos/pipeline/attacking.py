@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lightning_talos.pipeline.context import RunContext
 from lightning_talos.pipeline.features import ModelSource
+from lightning_talos.pipeline.lock import stage_lock
 from lightning_talos.pipeline.provenance import check_attack_models
 from lightning_talos.pipeline.rundir import (
     decide,
@@ -48,7 +49,18 @@ def attack_inputs(ctx: RunContext, stage: AttackStage, method: Method) -> dict[s
 
 
 def run_attack_stage(ctx: RunContext, stage: AttackStage, method: Method) -> Path:
-    """Run (or reuse) ``<run>/<stage>-<method>/<stage>.json``; returns its path."""
+    """Run (or reuse) ``<run>/<stage>-<method>/<stage>.json``; returns its path.
+
+    Holds the stage's lock throughout (see :func:`run_train_stage`).
+
+    Raises:
+        UserError: bad input, or another process writing this stage (naming it).
+    """
+    with stage_lock(ctx.root, ctx.stage_dir(stage.name, method.name).name):
+        return _attack_stage(ctx, stage, method)
+
+
+def _attack_stage(ctx: RunContext, stage: AttackStage, method: Method) -> Path:
     check_attribute(ctx, stage.name, stage.needs_attribute or method.needs_attribute)
     share = cpu_share()
     if share is not None:
@@ -80,6 +92,7 @@ def run_attack_stage(ctx: RunContext, stage: AttackStage, method: Method) -> Pat
         status="done",
         completion_id=uuid.uuid4().hex,
         wall_time_s=round(time.time() - started, 2),
+        finished_unix=time.time(),
     )
     write_json(out_dir / "manifest.json", manifest)
     if stage.finish is not None:

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_talos.config.load import hash_dict, to_dict
 from lightning_talos.errors import UserError
+from lightning_talos.pipeline.jobenv import job_fields
 
 #: Keys that never change a result (where data lives, how fast it loads, what is logged).
 RUNTIME_KEYS = (
@@ -165,6 +166,8 @@ def new_manifest(
         "git_commit": git_commit(),
         "versions": versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "started_unix": time.time(),  # orders stages that ran side by side (launchers)
+        **job_fields(),
         **fields,
     }
 

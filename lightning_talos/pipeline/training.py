@@ -15,6 +15,7 @@ from lightning_talos.data.datamodule import TalosDataModule
 from lightning_talos.errors import UserError
 from lightning_talos.pipeline.checkpoints import LAST, Progress, resume_checkpoint
 from lightning_talos.pipeline.context import RunContext
+from lightning_talos.pipeline.lock import stage_lock
 from lightning_talos.pipeline.provenance import check_upstream, rebuild_command
 from lightning_talos.pipeline.rundir import (
     decide,
@@ -73,7 +74,19 @@ def check_attribute(ctx: RunContext, stage_name: str, needs_attribute: bool) -> 
 
 
 def run_train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, Any]:
-    """Train (or resume, or skip) one stage for one role; return its manifest."""
+    """Train (or resume, or skip) one stage for one role; return its manifest.
+
+    Holds the stage's lock throughout, so stages of one run can train side by side in separate
+    processes while one stage never trains twice at once.
+
+    Raises:
+        UserError: bad input, or another process writing this stage (naming it).
+    """
+    with stage_lock(ctx.root, ctx.stage_dir(stage.name, role).name):
+        return _train_stage(ctx, stage, role)
+
+
+def _train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, Any]:
     cfg = ctx.cfg
     check_attribute(ctx, stage.name, stage.needs_attribute)
     stage_dir = ctx.stage_dir(stage.name, role)
@@ -118,6 +131,7 @@ def run_train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, 
     metrics = _fit(ctx, stage, role, epochs, wandb_id, start=start)
     manifest["epochs_completed"] = metrics["epochs"]
     manifest["wall_time_s"] = round(time.time() - started, 2)
+    manifest["finished_unix"] = time.time()
     manifest["status"] = "fast_dev_run" if cfg.trainer.fast_dev_run else "done"
     manifest["completion_id"] = uuid.uuid4().hex
     if is_rank_zero():

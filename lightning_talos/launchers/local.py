@@ -1,0 +1,130 @@
+"""``launcher=local``: the audit's jobs as processes on this machine, ``launcher.parallel`` at once.
+
+Each process is the job's stage command (``python -m lightning_talos ...``), started once every
+job it waits for has succeeded; each takes its fair share of the cores
+(``lightning_talos.threads``), so two at once on two cores train with one thread each. The audit
+process gives its own share up while it waits. A failed job leaves its dependents unstarted and
+the others running; the audit then stops with one line naming the failed stages and their logs.
+Logs go to ``<run>/jobs/<job>/<task>.log``; ``jobs.json`` records each task's pid and exit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from lightning_talos.errors import UserError
+from lightning_talos.launchers.jobs import Job, Planned
+from lightning_talos.launchers.slurm import JOBS_DIR
+from lightning_talos.launchers.state import write_jobs
+from lightning_talos.pipeline.rundir import run_root
+from lightning_talos.threads import cpu_share
+
+_POLL_S = 0.2
+
+
+class _Running:
+    """A started task: its process and its open log."""
+
+    def __init__(self, job: Job, label: str, proc: subprocess.Popen[bytes], log: Any) -> None:
+        self.job, self.label, self.proc, self.log = job, label, proc, log
+
+
+def run_local(cfg: DictConfig, planned: Planned) -> None:
+    """Run every job of ``planned``, up to ``launcher.parallel`` processes at once.
+
+    Raises:
+        UserError: when a job failed (naming it, its exit status and its log); the jobs that
+            wait for it are not started.
+    """
+    root = run_root(cfg)
+    parallel = int(cfg.launcher.parallel)
+    share = cpu_share()
+    if share is not None:
+        share.release()  # this process only waits: its share goes to the jobs
+    pending = [(job, task) for job in planned.jobs for task in job.tasks]
+    left = {job.name: len(job.tasks) for job in planned.jobs}
+    failed: dict[str, str] = {}
+    entries: dict[str, Any] = {job.name: _entry(root, job) for job in planned.jobs}
+    running: list[_Running] = []
+    try:
+        while pending or running:
+            ended = [r for r in running if r.proc.poll() is not None]
+            for item in ended:
+                running.remove(item)
+                item.log.close()
+                _finished(item, entries, left, failed)
+            blocked = {j.name for j, _ in pending if any(d in failed for d in j.deps)}
+            for job, task in [(j, t) for j, t in pending if j.name in blocked]:
+                pending.remove((job, task))
+                entries[job.name]["tasks"][task.label]["state"] = "skipped"
+                failed.setdefault(job.name, "not started: an upstream job failed")
+            ready = [(j, t) for j, t in pending if all(left.get(d, 0) == 0 for d in j.deps)]
+            starting = ready[: max(0, parallel - len(running))]
+            for job, task in starting:
+                pending.remove((job, task))
+                running.append(_start(root, job, task, entries))
+            if ended or starting or blocked:
+                write_jobs(root, "local", entries)
+            if running:
+                time.sleep(_POLL_S)
+    finally:
+        for item in running:  # Ctrl-C / SIGTERM: the children stop (and save) too
+            item.proc.terminate()
+        for item in running:
+            item.proc.wait()
+            item.log.close()
+        write_jobs(root, "local", entries)
+    if failed:
+        what = "; ".join(f"{name}: {why}" for name, why in failed.items())
+        raise UserError(f"{len(failed)} job(s) did not finish: {what}")
+
+
+def _entry(root: Path, job: Job) -> dict[str, Any]:
+    folder = root / JOBS_DIR / job.name.replace("/", "_")
+    tasks = {}
+    for task in job.tasks:
+        log = str(folder / f"{task.label}.log")
+        tasks[task.label] = {"nodes": list(task.nodes), "command": task.command(), "log": log,
+                             "state": "pending"}  # fmt: skip
+    return {"kind": job.kind, "deps": list(job.deps), "log_dir": str(folder), "tasks": tasks}
+
+
+def _start(root: Path, job: Job, task: Any, entries: dict[str, Any]) -> _Running:
+    entry = entries[job.name]["tasks"][task.label]
+    Path(entry["log"]).parent.mkdir(parents=True, exist_ok=True)
+    log = open(entry["log"], "ab")  # noqa: SIM115 (closed when the process ends)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lightning_talos", *task.argv],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+    )
+    entry.update(pid=proc.pid, state="running", started=time.time())
+    print(f"[local] {job.name}{_label(job, task.label)}: started (pid {proc.pid})", flush=True)
+    return _Running(job, task.label, proc, log)
+
+
+def _finished(
+    item: _Running, entries: dict[str, Any], left: dict[str, int], failed: dict[str, str]
+) -> None:
+    code = item.proc.returncode
+    entry = entries[item.job.name]["tasks"][item.label]
+    entry.update(state="done" if code == 0 else "failed", returncode=code, ended=time.time())
+    name = f"{item.job.name}{_label(item.job, item.label)}"
+    if code == 0:
+        left[item.job.name] -= 1
+        print(f"[local] {name}: done", flush=True)
+    else:
+        failed[item.job.name] = f"exit status {code}, log {entry['log']}"
+        print(f"[local] {name}: failed (exit status {code}; log {entry['log']})", flush=True)
+
+
+def _label(job: Job, label: str) -> str:
+    return f" [{label}]" if len(job.tasks) > 1 else ""
