@@ -173,6 +173,8 @@ def _unit_jobs(unit: Unit, out: dict[str, tuple[Unit, Node, str]]) -> list[Job]:
             for name in tasks_nodes:
                 owner.setdefault(name, job.name)
             reads = {d.name for n in nodes if n.name in tasks_nodes for d in n.deps}
+            reads |= {n for n in tasks_nodes if owner[n] != job.name}  # a shared stage
+            job.tasks = [_owned(t, owner, job.name, unit.prefix) for t in job.tasks]
         else:
             kind = TRAIN if isinstance(node.stage, TrainStage) else ATTACK
             name = unit.prefix + node.name
@@ -183,6 +185,13 @@ def _unit_jobs(unit: Unit, out: dict[str, tuple[Unit, Node, str]]) -> list[Job]:
         job.deps = sorted({owner[r] for r in reads if r in todo and owner[r] != job.name})
         jobs.append(job)
     return jobs
+
+
+def _owned(task: Task, owner: dict[str, str], job: str, prefix: str) -> Task:
+    """``task`` listing only the stages its job writes (a stage shared with an earlier
+    method's references is that method's job's to write; this one finds it done)."""
+    mine = tuple(k for k in task.nodes if owner[k[len(prefix) :]] == job)
+    return Task(task.label, task.argv, mine)
 
 
 def _reference_jobs(unit: Unit, nodes: list[Node], todo: set[str]) -> list[tuple[Job, set[str]]]:

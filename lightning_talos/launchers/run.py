@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from lightning_talos.launchers.estimate import estimate, job_gpus
 from lightning_talos.launchers.jobs import TRAIN, Job, Planned, plan_jobs
 from lightning_talos.launchers.local import run_local
-from lightning_talos.launchers.slurm import resources, submit_all, tasks_per_node
+from lightning_talos.launchers.slurm import preflight, resources, submit_all, tasks_per_node
 
 
 def launch(cfg: DictConfig, args: Sequence[str], *, dry_run: bool = False) -> bool:
@@ -22,6 +22,8 @@ def launch(cfg: DictConfig, args: Sequence[str], *, dry_run: bool = False) -> bo
             submission problem (see ``launchers.slurm.submit_all``).
     """
     slurm = str(cfg.launcher.name) == "slurm"
+    if slurm and not dry_run:
+        preflight(cfg)  # before planning: a cluster problem is the first thing to know
     planned = plan_jobs(cfg, args, results=slurm)
     if dry_run:
         print(describe(cfg, planned, slurm=slurm))

@@ -15,6 +15,8 @@ Nothing is half-submitted: the partition and the cluster are checked before the 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import time
 from pathlib import Path
@@ -24,7 +26,7 @@ from omegaconf import DictConfig
 
 from lightning_talos.errors import UserError
 from lightning_talos.launchers import scheduler
-from lightning_talos.launchers.jobs import RESULTS, TRAIN, Job, Planned
+from lightning_talos.launchers.jobs import TRAIN, Job, Planned
 from lightning_talos.launchers.state import read_jobs, write_jobs
 from lightning_talos.launchers.task import StageCommand
 from lightning_talos.pipeline.rundir import run_root
@@ -133,6 +135,17 @@ def check_partitions(cfg: DictConfig, available: list[str]) -> None:
             )
 
 
+def preflight(cfg: DictConfig) -> Any:
+    """submitit, once the cluster answers and knows the configured partitions.
+
+    Raises:
+        UserError: submitit missing, no SLURM reachable, or an unknown partition.
+    """
+    submitit = import_submitit()
+    check_partitions(cfg, scheduler.require_slurm())
+    return submitit
+
+
 def keep_or_resubmit(
     planned: Planned, record: dict[str, Any]
 ) -> tuple[dict[str, str], list[Job], list[str]]:
@@ -171,8 +184,7 @@ def submit_all(cfg: DictConfig, planned: Planned) -> dict[str, Any]:
         UserError: submitit missing, no SLURM, an unknown partition, or a rejected ``sbatch``
             (the jobs submitted in this call are then cancelled).
     """
-    submitit = import_submitit()
-    check_partitions(cfg, scheduler.require_slurm())
+    submitit = preflight(cfg)
     root = run_root(cfg)
     kept, todo, stale = keep_or_resubmit(planned, read_jobs(root))
     scheduler.cancel(stale)
@@ -209,11 +221,13 @@ def _submit(
         params["additional_parameters"] = {**params["additional_parameters"], "dependency": after}
     executor.update_parameters(**params)
     commands = [StageCommand(t.argv, os.getcwd()) for t in job.tasks]
-    if len(commands) == 1:
-        handles = [executor.submit(commands[0])]
-    else:
-        with executor.batch():
-            handles = [executor.submit(c) for c in commands]
+    # submitit prints sbatch's complaint before raising it; the caller says it in one line
+    with contextlib.redirect_stderr(io.StringIO()):
+        if len(commands) == 1:
+            handles = [executor.submit(commands[0])]
+        else:
+            with executor.batch():
+                handles = [executor.submit(c) for c in commands]
     tasks = {}
     for task, handle in zip(job.tasks, handles):
         tasks[task.label] = {
@@ -235,7 +249,3 @@ def _submit(
         "log_dir": str(folder),
         "tasks": tasks,
     }
-
-
-def is_results(job: Job) -> bool:
-    return job.kind == RESULTS

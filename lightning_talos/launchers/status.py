@@ -91,7 +91,8 @@ def _slurm(task: dict[str, Any], state: scheduler.JobState, manifest: dict[str, 
         return f"running (job {job} on {state.node}, {state.elapsed} elapsed)"
     if state.state == "PENDING" and state.reason in scheduler.NEVER:
         return (
-            f"held (job {job}: an upstream job failed and SLURM keeps this one pending; "
+            f"held (job {job}: an upstream job failed or was cancelled and SLURM keeps this one "
+            "pending; "
             "re-run the audit to resubmit both)"
         )
     if state.state == "PENDING" and state.reason.startswith("Dependency"):

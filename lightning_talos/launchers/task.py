@@ -16,6 +16,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -58,3 +59,9 @@ class StageCommand:
 
 def _note(signum: int, frame: FrameType | None) -> None:
     print(f"[job] {signal.Signals(signum).name} received: the stage command handles it", flush=True)
+
+
+def write_start_time(path: str) -> None:
+    """Write the time a job's Python started running this into ``path`` (``make bench``:
+    submit-to-start)."""
+    Path(path).write_text(repr(time.time()))
