@@ -15,7 +15,7 @@ RUN     = $(PY) -m lightning_talos
 COMMON  = experiment=$(EXP) $(if $(MODEL),model=$(MODEL)) $(ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-ddp lint format pretrain linear supervised talos attack aia audit report demo readme bench clean
+.PHONY: help install test test-fast test-ddp lint format pretrain linear supervised talos attack aia audit report demo readme bench slurm-up slurm-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -80,6 +80,12 @@ readme: .venv/.installed ## write runs/demo's numbers, commit and machine into R
 
 bench: .venv/.installed ## throughput ratios -> bench.json
 	$(RUN) bench $(ARGS)
+
+slurm-up: ## (root) a single-node SLURM cluster on this machine: munged, slurmctld, slurmd
+	scripts/slurm.sh up
+
+slurm-down: ## (root) stop the cluster slurm-up started
+	scripts/slurm.sh down
 
 clean: ## remove caches (not runs/)
 	rm -rf .pytest_cache .ruff_cache

@@ -110,7 +110,20 @@ def cmd_audit(args: list[str]) -> None:
     from lightning_talos.orchestration.audit import run_audit
 
     dry_run = "--dry-run" in args
-    run_audit(_compose([a for a in args if a != "--dry-run"]), dry_run=dry_run)
+    overrides = [a for a in args if a != "--dry-run"]
+    cfg = _compose(overrides)
+    if str(cfg.launcher.name) != "none":
+        from lightning_talos.orchestration.launchers.run import launch
+
+        if not launch(cfg, overrides, dry_run=dry_run):
+            return  # a dry run, or jobs submitted to SLURM (their last job writes results)
+    run_audit(cfg, dry_run=dry_run)
+
+
+def cmd_status(args: list[str]) -> None:
+    from lightning_talos.orchestration.launchers.status import status_lines
+
+    print("\n".join(status_lines(_compose(args))))
 
 
 def cmd_report(args: list[str]) -> None:
@@ -211,7 +224,20 @@ def commands() -> dict[str, Command]:
         _fixed(
             "lightning-talos audit [--dry-run] [methods=[...]] [seeds=[...]] [key=value ...]\n"
             "  trains and attacks every audited method as a dependency graph; finished stages\n"
-            "  are skipped, interrupted ones resume; writes <run>/results.json and report.md"
+            "  are skipped, interrupted ones resume; writes <run>/results.json and report.md\n"
+            "  launcher=local [launcher.parallel=N]: stages as N processes at once here;\n"
+            "  launcher=slurm: one SLURM job per stage (submitit), recorded in <run>/jobs.json;\n"
+            "  --dry-run lists the jobs, their dependencies, resources and GPU-hours"
+        ),
+    )
+    out["status"] = Command(
+        "each stage of a run's audit graph: done, running, queued, failed, not started",
+        cmd_status,
+        _fixed(
+            "lightning-talos status run.name=NAME [experiment=... key=value ...]\n"
+            "  the audit's settings name the graph; prints each stage (done / running with job,\n"
+            "  node, elapsed / queued / waiting on upstream / failed with its log's last lines /\n"
+            "  cancelled / not started) and whether results.json is up to date"
         ),
     )
     out["report"] = Command(
@@ -240,11 +266,14 @@ def commands() -> dict[str, Command]:
 def _references_command() -> Command:
     from lightning_talos.stages import references
 
-    return Command(
-        references.SUMMARY,
-        lambda args: references.cmd_references(_compose(args)),
-        _fixed(references.HELP),
-    )
+    def run(args: list[str]) -> None:
+        only = [a.split("=", 1)[1] for a in args if a.startswith("--only=")]
+        if only and not only[-1].isdigit():
+            raise UserError(f"--only takes a reference number, got '{only[-1]}'")
+        cfg = _compose([a for a in args if not a.startswith("--only=")])
+        references.cmd_references(cfg, int(only[-1]) if only else None)
+
+    return Command(references.SUMMARY, run, _fixed(references.HELP))
 
 
 def usage(table: dict[str, Command]) -> str:

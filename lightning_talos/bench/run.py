@@ -13,7 +13,10 @@ a table follows, and everything is written to ``bench.json`` in the current dire
 Environment: ``BENCH_STEPS`` (timed steps per round, default 8), ``BENCH_ROUNDS`` (alternating
 rounds, default 3), ``BENCH_THREADS`` (torch intra-op threads, default 1 on CPU), ``BENCH_OUT``,
 ``BENCH_CONCURRENT=0`` (skip ``concurrent_vs_alone``, whose worker processes keep the CLI's
-threading: torch's default thread count unless ``OMP_NUM_THREADS`` is set).
+threading: torch's default thread count unless ``OMP_NUM_THREADS`` is set), ``BENCH_AUDIT=0``
+(skip ``audit_local_vs_sequential``, two small audits: about a minute on 2 cores),
+``BENCH_SLURM=0`` (skip ``slurm_submit_to_start_s``: seconds, not a ratio; skipped anyway
+without a SLURM cluster).
 The numbers are ratios measured side by side, so they hold on a noisy machine; nothing here
 asserts on time.
 """
@@ -36,6 +39,7 @@ from omegaconf import DictConfig
 
 from lightning_talos.bench.concurrent import concurrent_vs_alone
 from lightning_talos.bench.context import Bench, thread_count
+from lightning_talos.bench.launchers import audit_local_vs_sequential, slurm_submit_to_start
 from lightning_talos.bench.other import attacks, augmentation
 from lightning_talos.bench.training import data_path, framework_overhead, precision_layout
 from lightning_talos.config.load import compose
@@ -58,6 +62,8 @@ HEADLINES: dict[str, tuple[Callable[[Bench], dict[str, Any]], float, str]] = {
     "attacks_vs_extraction": (attacks, 1.0, "max"),
     "bf16_channels_last_vs_fp32": (precision_layout, 1.0, "info"),
     "concurrent_vs_alone": (concurrent_vs_alone, 2.3, "max"),
+    "audit_local_vs_sequential": (audit_local_vs_sequential, 0.85, "max"),
+    "slurm_submit_to_start_s": (slurm_submit_to_start, 5.0, "max"),
 }
 
 

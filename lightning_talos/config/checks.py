@@ -29,6 +29,14 @@ AT_LEAST_ONE = (
     "mia.label_only_samples",
     "mia.hsj_iterations",
     "mia.hsj_grad_samples",
+    "launcher.parallel",
+    "launcher.array_parallelism",
+    "launcher.train.time_min",
+    "launcher.train.nodes",
+    "launcher.train.cpus_per_task",
+    "launcher.attack.time_min",
+    "launcher.attack.nodes",
+    "launcher.attack.cpus_per_task",
 )
 
 #: Settings that are null (off, or "use the default") or at least 1.
@@ -102,6 +110,10 @@ def check_counts(cfg: DictConfig) -> None:
         raise UserError(f"'mia.hsj_tolerance' must be null or in (0, 1), got {tolerance}")
     if cfg.mia.hsj_abs_tolerance <= 0:
         raise UserError(f"'mia.hsj_abs_tolerance' must be > 0, got {cfg.mia.hsj_abs_tolerance}")
+    for key in ("launcher.train.gpus_per_node", "launcher.attack.gpus_per_node",
+                "launcher.signal_delay_s"):  # fmt: skip
+        if _select(cfg, key) < 0:
+            raise UserError(f"'{key}' must be at least 0, got {_select(cfg, key)}")
     minutes = cfg.trainer.checkpoint_every_minutes
     if minutes is not None and minutes <= 0:
         raise UserError(f"'trainer.checkpoint_every_minutes' must be null or > 0, got {minutes}")

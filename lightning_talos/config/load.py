@@ -1,6 +1,7 @@
 """Compose a run's config: dataclass defaults <- group YAMLs <- experiment preset <- CLI dot-list.
 
-Group selections (``data=cifar10``, ``model=resnet18_cifar``, ``trainer=gpu``, ``logger=offline``)
+Group selections (``data=cifar10``, ``model=resnet18_cifar``, ``trainer=gpu``, ``logger=offline``,
+``launcher=slurm``)
 load ``configs/<group>/<name>.yaml`` into that section. ``experiment=NAME`` loads
 ``configs/experiment/NAME.yaml``, whose optional ``defaults:`` mapping selects groups the same way
 (and ``experiment: BASE`` in it extends another preset: the base's groups and keys first, this
@@ -25,7 +26,7 @@ from lightning_talos.config.checks import check_config
 from lightning_talos.config.schema import Config
 from lightning_talos.errors import UserError
 
-GROUPS = ("data", "model", "trainer", "logger")
+GROUPS = ("data", "model", "trainer", "logger", "launcher")
 
 
 def config_dir() -> Path:

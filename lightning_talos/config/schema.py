@@ -55,6 +55,7 @@ ReferenceMode = _choice("ReferenceMode", ("offline", "online"))
 AiaProbe = _choice("AiaProbe", ("mlp", "logistic", "knn"))
 LeaceMethod = _choice("LeaceMethod", ("leace", "orth"))
 DpAccountant = _choice("DpAccountant", ("rdp", "prv"))
+LauncherName = _choice("LauncherName", ("none", "local", "slurm"))
 
 
 @dataclass
@@ -233,6 +234,38 @@ class RunConfig:
 
 
 @dataclass
+class JobResources:
+    """What one kind of audit job (training stage or attack stage) asks the scheduler for."""
+
+    partition: str | None = None  # null = launcher.partition
+    time_min: int = 60  # the job's time limit (training stages requeue past it)
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    mem_gb: float | None = None  # null = the partition's default
+
+
+@dataclass
+class LauncherConfig:
+    """How ``audit`` runs its stage graph (``configs/launcher/``): ``none`` in this process one
+    stage after the other, ``local`` as up to ``parallel`` processes on this machine, ``slurm``
+    as one SLURM job per stage (submitit)."""
+
+    name: LauncherName = LauncherName.none
+    parallel: int = 2  # local: stages at once
+    partition: str | None = None  # slurm: null = the cluster's default partition
+    account: str | None = None
+    qos: str | None = None
+    train: JobResources = field(default_factory=JobResources)
+    attack: JobResources = field(default_factory=JobResources)
+    sbatch_extra: list[str] = field(default_factory=list)  # e.g. ["--constraint=a100"]
+    setup: list[str] = field(default_factory=list)  # shell lines run before each job
+    signal_delay_s: int = 90  # training jobs: SIGUSR1 this long before the limit, then requeue
+    requeue: bool = True
+    array_parallelism: int = 64  # reference models running at once per method
+
+
+@dataclass
 class MIAConfig:
     nn_top_k: int = 2
     nn_hidden: list[int] = field(default_factory=lambda: [32, 32])
@@ -337,5 +370,6 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     mia: MIAConfig = field(default_factory=MIAConfig)
     aia: AIAConfig = field(default_factory=AIAConfig)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_talos.config.load import hash_dict
+from lightning_talos.runs.jobenv import job_fields
 
 #: Where a stage keeps its resumable checkpoint, relative to the stage folder.
 LAST = Path("checkpoints") / "last.ckpt"
@@ -90,5 +91,7 @@ def new_manifest(
         "git_commit": git_commit(),
         "versions": versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "started_unix": time.time(),  # orders stages that ran side by side (launchers)
+        **job_fields(),
         **fields,
     }

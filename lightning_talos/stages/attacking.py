@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lightning_talos.runs.context import RunContext
 from lightning_talos.runs.folder import Decision, Record
+from lightning_talos.runs.lock import stage_lock
 from lightning_talos.runs.records import new_manifest
 from lightning_talos.stages.features import ModelSource
 from lightning_talos.stages.provenance import attack_reads, expected
@@ -48,7 +49,19 @@ def decide_attack(ctx: RunContext, stage: AttackStage, method: Method) -> Decisi
 
 
 def run_attack_stage(ctx: RunContext, stage: AttackStage, method: Method) -> Path:
-    """Run (or reuse) ``<run>/<stage>-<method>/<stage>.json``; returns its path."""
+    """Run (or reuse) ``<run>/<stage>-<method>/<stage>.json``; returns its path.
+
+    Holds the stage's lock throughout (see
+    :func:`~lightning_talos.stages.training.run_train_stage`).
+
+    Raises:
+        UserError: bad input, or another process writing this stage (naming it).
+    """
+    with stage_lock(ctx.root, ctx.stage_dir(stage.name, method.name).name):
+        return _attack_stage(ctx, stage, method)
+
+
+def _attack_stage(ctx: RunContext, stage: AttackStage, method: Method) -> Path:
     check_attribute(ctx, stage.name, stage.needs_attribute or method.needs_attribute)
     share = cpu_share()
     if share is not None:
@@ -72,6 +85,7 @@ def run_attack_stage(ctx: RunContext, stage: AttackStage, method: Method) -> Pat
             status="done",
             completion_id=uuid.uuid4().hex,
             wall_time_s=round(time.time() - started, 2),
+            finished_unix=time.time(),
         )
 
     folder.record(Record(manifest), attack, fresh=False)

@@ -151,12 +151,14 @@ def reference_splits(ctx: RunContext, role: str) -> ReferenceSplits:
     return ReferenceSplits(ctx.splits, role, train, test, digest.hexdigest()[:16])
 
 
-def train_references(ctx: RunContext, method_name: str) -> list[str]:
+def train_references(ctx: RunContext, method_name: str, only: int | None = None) -> list[str]:
     """Train (or resume, or skip) ``mia.references`` references of a method: its model stage
-    and every stage upstream, for each role ``ref-<j>``. Returns the folders, in order.
+    and every stage upstream, for each role ``ref-<j>`` (only ``ref-<only>`` when given: one
+    task of a launcher's job array). Returns the folders, in order.
 
     Raises:
-        UserError: an unknown method, fewer than one reference, or a disagreeing saved plan.
+        UserError: an unknown method, fewer than one reference, ``only`` out of range, or a
+            disagreeing saved plan.
     """
     from lightning_talos.stages.registry import method, train_stage, upstream_closure
     from lightning_talos.stages.training import run_train_stage
@@ -166,9 +168,11 @@ def train_references(ctx: RunContext, method_name: str) -> list[str]:
     k = int(cfg.mia.references)
     if k < 1:
         raise UserError(f"mia.references must be >= 1, got {k}")
+    if only is not None and not 0 <= only < k:
+        raise UserError(f"--only={only} is not a reference of mia.references={k} (0..{k - 1})")
     run_plan(ctx, k)  # saved (or checked) before anything trains
     folders = []
-    for j in range(k):
+    for j in range(k) if only is None else [only]:
         for name in upstream_closure(cfg, chosen.model_stage):
             run_train_stage(ctx, train_stage(name), reference_role(j))
             folders.append(ctx.stage_dir(name, reference_role(j)).name)
@@ -176,20 +180,21 @@ def train_references(ctx: RunContext, method_name: str) -> list[str]:
 
 
 SUMMARY = "train mia.references reference models of method=M (LiRA/RMIA), each a stage run"
-HELP = """lightning-talos references method=M [mia.references=K] [mia.reference_mode=offline|online]
+HELP = """lightning-talos references method=M [--only=J] [mia.references=K] [mia.reference_mode=...]
   Trains K reference models of method M with the target's recipe (its model stage and every
   stage upstream, e.g. SimCLR encoder + linear layer), each on a seeded half of a pool:
   offline = the shadow quarters (the attacker's data), online = also the target's candidates.
   reads: the dataset, <run>/splits.json, <run>/references.json (written on first use)
   writes: <run.dir>/<run.name>/<stage>-ref-<j>/ per stage and reference (config, manifest,
           checkpoint); raising K later trains only the new references.
+  --only=J trains reference J alone (one task of `audit launcher=slurm`'s job array).
   `audit attacks=[...,lira,rmia]` trains them itself."""
 
 
-def cmd_references(cfg: DictConfig) -> None:
-    """The ``references`` command."""
+def cmd_references(cfg: DictConfig, only: int | None = None) -> None:
+    """The ``references`` command (``only``: its ``--only=J``)."""
     from lightning_talos.runs.context import RunContext
 
     ctx = RunContext(cfg)
-    folders = train_references(ctx, str(cfg.method))
+    folders = train_references(ctx, str(cfg.method), only)
     print(f"[references] {len(folders)} stage runs done under {ctx.root} (plan: {PLAN_FILE})")

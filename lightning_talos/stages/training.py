@@ -16,6 +16,7 @@ from lightning_talos.precision import precision_record
 from lightning_talos.runs.checkpoints import Progress
 from lightning_talos.runs.context import RunContext
 from lightning_talos.runs.folder import LAST, Decision, Record
+from lightning_talos.runs.lock import stage_lock
 from lightning_talos.runs.records import new_manifest
 from lightning_talos.runs.signals import stop_on_signal
 from lightning_talos.stages.provenance import expected, train_reads
@@ -69,7 +70,19 @@ def decide_train(ctx: RunContext, stage: TrainStage, role: str) -> Decision:
 
 
 def run_train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, Any]:
-    """Train (or resume, or skip) one stage for one role; return its manifest."""
+    """Train (or resume, or skip) one stage for one role; return its manifest.
+
+    Holds the stage's lock throughout, so stages of one run can train side by side in separate
+    processes while one stage never trains twice at once.
+
+    Raises:
+        UserError: bad input, or another process writing this stage (naming it).
+    """
+    with stage_lock(ctx.root, ctx.stage_dir(stage.name, role).name):
+        return _train_stage(ctx, stage, role)
+
+
+def _train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, Any]:
     cfg = ctx.cfg
     check_attribute(ctx, stage.name, stage.needs_attribute)
     folder = ctx.folder(stage.name, role)
@@ -96,6 +109,7 @@ def run_train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, 
         metrics = _fit(ctx, stage, role, epochs, wandb_id, start=decision.start)
         rec.manifest["epochs_completed"] = metrics["epochs"]
         rec.manifest["wall_time_s"] = round(time.time() - started, 2)
+        rec.manifest["finished_unix"] = time.time()
         rec.manifest["status"] = "fast_dev_run" if cfg.trainer.fast_dev_run else "done"
         rec.manifest["completion_id"] = uuid.uuid4().hex
         rec.outputs["metrics.json"] = metrics

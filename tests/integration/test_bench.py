@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lightning_talos.bench.launchers import AUDIT_ARGS, audit_local_vs_sequential
 from lightning_talos.bench.run import main
 from lightning_talos.precision import resolve_precision
 
@@ -38,6 +39,8 @@ def test_bench_writes_ratios_and_details(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("BENCH_STEPS", "1")
     monkeypatch.setenv("BENCH_ROUNDS", "2")
     monkeypatch.setenv("BENCH_CONCURRENT", "0")  # see test_bench_concurrent.py
+    monkeypatch.setenv("BENCH_AUDIT", "0")  # two audits: see test_audit_ratio_times_both_launchers
+    monkeypatch.setenv("BENCH_SLURM", "0")
     monkeypatch.delenv("BENCH_OUT", raising=False)
     main(TINY)
     report = json.loads((tmp_path / "bench.json").read_text())
@@ -50,5 +53,24 @@ def test_bench_writes_ratios_and_details(tmp_path: Path, monkeypatch: pytest.Mon
         assert details["precision"] == resolve_precision("auto", "cpu")[0]  # trainer=cpu
     assert report["details"]["bf16_channels_last_vs_fp32"]["bf16_loss_first_last"]
     assert report["machine"]["torch"] and report["machine"]["lightning"]
-    assert report["concurrent_vs_alone"] is None  # skipped, and said so
-    assert report["targets"]["concurrent_vs_alone"]["met"] is None
+    for key in ("concurrent_vs_alone", "audit_local_vs_sequential", "slurm_submit_to_start_s"):
+        assert report[key] is None  # skipped, and said so
+        assert report["targets"][key]["met"] is None
+
+
+def test_audit_ratio_times_both_launchers_on_the_same_audit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("BENCH_AUDIT", raising=False)
+    seconds = {"none": 10.0, "local": 7.5}
+    calls: list[list[str]] = []
+
+    def run(args: list[str]) -> float:
+        calls.append(list(args))
+        launcher = next(a.split("=")[1] for a in args if a.startswith("launcher="))
+        return seconds[launcher]
+
+    result = audit_local_vs_sequential(None, run=run)  # type: ignore[arg-type]
+    assert result["ratio"] == pytest.approx(0.75)
+    assert calls[0][:-1] == calls[1][:-2] == list(AUDIT_ARGS)  # the same audit both times
+    assert calls[1][-1] == "launcher.parallel=2"
