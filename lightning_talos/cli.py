@@ -126,6 +126,24 @@ def cmd_report(args: list[str]) -> None:
         print(write_readme(Path(readme[0]), load_results(root), str(cfg.run.name)))
 
 
+def cmd_audit_encoder(args: list[str]) -> None:
+    from lightning_talos.pipeline.external import STAGE, prepare_external, run_external
+    from lightning_talos.pipeline.lock import run_lock
+    from lightning_talos.pipeline.rundir import run_root
+    from lightning_talos.pipeline.wandb_log import log_attack
+    from lightning_talos.report.external import write_external_report
+
+    cfg = _compose(args)
+    plan = prepare_external(cfg)  # every input checked before anything is written
+    with run_lock(run_root(cfg), wait=False):
+        results = run_external(plan)
+        report, png = write_external_report(plan.out_dir, results)
+        log_attack(cfg, run_root(cfg), STAGE, {"attacks": results["external"]["mia"],
+                   **results["external"]}, image=png)  # fmt: skip
+    auc = results["external"]["mia"]["encoder_similarity"]
+    print(f"[{STAGE}] membership AUC {auc['auc']:.3f} {auc['ci95']['auc']}: {report}")
+
+
 def cmd_compare(args: list[str]) -> None:
     from lightning_talos.report.report import compare
 
@@ -212,6 +230,20 @@ def commands() -> dict[str, Command]:
             "lightning-talos audit [--dry-run] [methods=[...]] [seeds=[...]] [key=value ...]\n"
             "  trains and attacks every audited method as a dependency graph; finished stages\n"
             "  are skipped, interrupted ones resume; writes <run>/results.json and report.md"
+        ),
+    )
+    out["audit-encoder"] = Command(
+        "privacy audit of an encoder checkpoint trained elsewhere (lightly, timm, ...)",
+        cmd_audit_encoder,
+        _fixed(
+            "lightning-talos audit-encoder encoder.checkpoint=PATH encoder.members=LIST\n"
+            "    encoder.nonmembers=LIST [encoder.format=auto|torchvision|timm|lightly|\n"
+            "    solo_learn|lightning|state_dict] [encoder.arch=resnet18]\n"
+            "    [encoder.shadow=PATH ...] [data...]\n"
+            "  LIST: split:train, split:test or a text file of pool indices or file names.\n"
+            "  measures membership (EncoderMI view similarity: AUC, TPR at 1%/0.1% FPR), the\n"
+            "  attribute probes and a linear probe's task accuracy on the embeddings\n"
+            "  writes <run.dir>/<run.name>/audit-encoder/{results.json,report.md,roc.png}"
         ),
     )
     out["report"] = Command(

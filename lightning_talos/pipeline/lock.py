@@ -36,7 +36,8 @@ HOLDER_NAME = ".lock.holder.json"
 
 #: Commands that never write into a run folder; every other one (the registry's training and
 #: attack stages, ``audit``, ``report``) takes the lock.
-UNLOCKED_COMMANDS = frozenset({"data", "compare", "bench"})
+# audit-encoder takes the lock itself, once its inputs are checked (bad input writes nothing).
+UNLOCKED_COMMANDS = frozenset({"data", "compare", "bench", "audit-encoder"})
 
 #: Environment variables a launcher sets to a process's rank, in the order Lightning reads them.
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
