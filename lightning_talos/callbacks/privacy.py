@@ -45,8 +45,11 @@ def _default_logits(module: nn.Module, x: Tensor) -> Tensor:
     return module(x)
 
 
-def _loader(data: Dataset | DataLoader, batch_size: int) -> Iterable:
-    return data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
+def _loader(data: Dataset | DataLoader | Iterable, batch_size: int) -> Iterable:
+    """A dataset in a plain (ordered) loader; a loader or any re-iterable of batches as is."""
+    if isinstance(data, Dataset) and not isinstance(data, DataLoader):
+        return DataLoader(data, batch_size=batch_size)
+    return data
 
 
 def _dist() -> tuple[int, int]:
@@ -60,8 +63,9 @@ class PrivacyAudit(pl.Callback):
     """Membership inference on the model being trained, every few epochs.
 
     Args:
-        members: Training samples of the model: a dataset or a (non-shuffling) dataloader
-            yielding ``(x, y)`` or ``(x, y, a)`` with ``a`` a sensitive attribute.
+        members: Training samples of the model: a dataset or a (non-shuffling) dataloader, or
+            any re-iterable of batches, yielding ``(x, y)`` or ``(x, y, a)`` with ``a`` a
+            sensitive attribute.
         nonmembers: Held-out samples, the same way.
         every_n_epochs: Audit after every this many training epochs.
         logits_fn: ``logits_fn(module, x) -> [B, C]`` logits; default ``module(x)``.
@@ -120,9 +124,14 @@ class PrivacyAudit(pl.Callback):
         row = self.audit(pl_module)
         row = {"epoch": int(trainer.current_epoch), **row}
         self.history.append(row)
+        # trainer.log_dir broadcasts under DDP: every rank must ask for it
+        path = self.history_file or (
+            Path(trainer.log_dir) / HISTORY_FILE if trainer.log_dir is not None else None
+        )
         if trainer.is_global_zero:
             self._log(trainer, row)
-            self._save(trainer)
+            if path is not None:
+                _save(path, self.history)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
@@ -210,16 +219,13 @@ class PrivacyAudit(pl.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 
-    def _save(self, trainer: pl.Trainer) -> None:
-        path = self.history_file
-        if path is None and trainer.log_dir is not None:
-            path = Path(trainer.log_dir) / HISTORY_FILE
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.history, indent=1))
-        tmp.replace(path)
+
+def _save(path: Path, history: list[dict[str, float]]) -> None:
+    """Write the history atomically (a temporary file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(history, indent=1))
+    tmp.replace(path)
 
 
 def _stack(parts: list[tuple[int, dict]]) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ from lightning_talos.data.datamodule import TalosDataModule
 from lightning_talos.errors import UserError
 from lightning_talos.pipeline.checkpoints import LAST, Progress, resume_checkpoint
 from lightning_talos.pipeline.context import RunContext
+from lightning_talos.pipeline.privacy import privacy_callback
 from lightning_talos.pipeline.provenance import check_upstream, rebuild_command
 from lightning_talos.pipeline.rundir import (
     decide,
@@ -158,6 +159,9 @@ def _fit(
         strategy=strategy,
         precision=stage.precision,
     )
+    audit = privacy_callback(cfg, dm, module, stage_dir, passes)
+    if audit is not None:  # trainer.privacy_audit_every_n_epochs
+        trainer.callbacks.append(audit)
     ckpt, resumed = start or (None, None)
     manifest_path, last = stage_dir / "manifest.json", stage_dir / LAST
     try:  # SIGTERM / Ctrl-C: last.ckpt saved, manifest `interrupted`, exit 143 / 130

@@ -20,6 +20,7 @@ from lightning_talos.pipeline.stages import (
 )
 from lightning_talos.report.frontier import frontier_compare, frontier_section
 from lightning_talos.report.plots import plot_aia_bars, plot_roc, plot_tradeoff
+from lightning_talos.report.privacy import plot_privacy_history
 from lightning_talos.report.stronger import stronger_attacks_section
 
 _, _, DEFENCE = PAPER_METHODS
@@ -206,6 +207,9 @@ def figures(results: dict[str, Any], root: Path) -> list[Path]:
                                     "majority_baseline": probe["majority_baseline"]}  # fmt: skip
     if bars:
         out.append(plot_aia_bars(bars, root / "aia.png"))
+    privacy = plot_privacy_history(root)  # trainer.privacy_audit_every_n_epochs
+    if privacy is not None:
+        out.append(privacy)
     return out
 
 

@@ -160,3 +160,25 @@ def test_bad_settings_are_refused() -> None:
         PrivacyAudit(members, nonmembers, attacks=("lira",))
     with pytest.raises(ValueError, match="attribute"):
         PrivacyAudit(members, nonmembers, attribute="svm")
+
+
+def test_framework_stage_records_its_privacy_history(tiny_args: list[str], tmp_path: Path) -> None:
+    """``trainer.privacy_audit_every_n_epochs`` on the framework's supervised stage: one row
+    per epoch in the stage folder, and the report's AUC-vs-epochs figure drawn from it."""
+    from lightning_talos.cli import main
+    from lightning_talos.report.privacy import plot_privacy_history
+
+    args = [*tiny_args, "supervised.max_epochs=2", "trainer.privacy_audit_every_n_epochs=1"]
+    assert main(["supervised", *args]) == 0
+    root = tmp_path / "runs" / "default"
+    history = json.loads((root / "supervised-target" / "privacy_history.json").read_text())
+    assert [row["epoch"] for row in history] == [0, 1]
+    for row in history:
+        assert 0.0 <= row["loss/auc"] <= 1.0
+        assert row["generalization_gap"] == pytest.approx(row["train_acc"] - row["test_acc"])
+        assert 0.0 <= row["attribute/acc"] <= 1.0  # synthetic has a sensitive attribute
+    metrics = json.loads((root / "supervised-target" / "metrics.json").read_text())
+    # the audit's member accuracy is the stage's own (same model, same members, eval mode)
+    assert history[-1]["train_acc"] == pytest.approx(metrics["val/member_acc"], abs=1e-6)
+    figure = plot_privacy_history(root)
+    assert figure is not None and figure.is_file()
