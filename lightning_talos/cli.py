@@ -139,6 +139,24 @@ def cmd_report(args: list[str]) -> None:
         print(write_readme(Path(readme[0]), load_results(root), str(cfg.run.name)))
 
 
+def cmd_audit_encoder(args: list[str]) -> None:
+    from lightning_talos.report.external import write_external_report
+    from lightning_talos.runs.lock import run_lock
+    from lightning_talos.runs.settings import run_root
+    from lightning_talos.stages.external import STAGE, prepare_external, run_external
+    from lightning_talos.stages.wandb_log import log_attack
+
+    cfg = _compose(args)
+    plan = prepare_external(cfg)  # every input checked before anything is written
+    with run_lock(run_root(cfg), wait=False):
+        results = run_external(plan)
+        report, png = write_external_report(plan.out_dir, results)
+        log_attack(cfg, run_root(cfg), STAGE, {"attacks": results["external"]["mia"],
+                   **results["external"]}, image=png)  # fmt: skip
+    auc = results["external"]["mia"]["encoder_similarity"]
+    print(f"[{STAGE}] membership AUC {auc['auc']:.3f} {auc['ci95']['auc']}: {report}")
+
+
 def cmd_compare(args: list[str]) -> None:
     from lightning_talos.report.report import compare
 
@@ -238,6 +256,20 @@ def commands() -> dict[str, Command]:
             "  the audit's settings name the graph; prints each stage (done / running with job,\n"
             "  node, elapsed / queued / waiting on upstream / failed with its log's last lines /\n"
             "  cancelled / not started) and whether results.json is up to date"
+        ),
+    )
+    out["audit-encoder"] = Command(
+        "privacy audit of an encoder checkpoint trained elsewhere (lightly, timm, ...)",
+        cmd_audit_encoder,
+        _fixed(
+            "lightning-talos audit-encoder encoder.checkpoint=PATH encoder.members=LIST\n"
+            "    encoder.nonmembers=LIST [encoder.format=auto|torchvision|timm|lightly|\n"
+            "    solo_learn|lightning|state_dict] [encoder.arch=resnet18]\n"
+            "    [encoder.shadow=PATH ...] [data...]\n"
+            "  LIST: split:train, split:test or a text file of pool indices or file names.\n"
+            "  measures membership (EncoderMI view similarity: AUC, TPR at 1%/0.1% FPR), the\n"
+            "  attribute probes and a linear probe's task accuracy on the embeddings\n"
+            "  writes <run.dir>/<run.name>/audit-encoder/{results.json,report.md,roc.png}"
         ),
     )
     out["report"] = Command(

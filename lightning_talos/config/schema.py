@@ -56,6 +56,12 @@ AiaProbe = _choice("AiaProbe", ("mlp", "logistic", "knn"))
 LeaceMethod = _choice("LeaceMethod", ("leace", "orth"))
 DpAccountant = _choice("DpAccountant", ("rdp", "prv"))
 LauncherName = _choice("LauncherName", ("none", "local", "slurm"))
+EncoderFormat = _choice(
+    "EncoderFormat",
+    ("auto", "torchvision", "timm", "lightly", "solo_learn", "lightning", "state_dict"),
+)
+EncoderStem = _choice("EncoderStem", ("auto", "imagenet", "cifar"))
+EncoderNormalize = _choice("EncoderNormalize", ("imagenet", "none"))
 
 
 @dataclass
@@ -214,6 +220,9 @@ class TrainerConfig:
     # last.ckpt is written every epoch; also every N optimizer steps / N minutes (null = off).
     checkpoint_every_n_steps: int | None = None
     checkpoint_every_minutes: float | None = None
+    # Membership AUC of the stage's classifier on its members vs non-members every N epochs
+    # (callbacks.PrivacyAudit, privacy_history.json in the stage folder); null = off.
+    privacy_audit_every_n_epochs: int | None = None
 
 
 @dataclass
@@ -349,6 +358,30 @@ class DPConfig:
 
 
 @dataclass
+class EncoderConfig:
+    """``audit-encoder``: an encoder checkpoint trained outside this framework
+    (``models/external.py`` says what each format means)."""
+
+    checkpoint: str | None = None
+    format: EncoderFormat = EncoderFormat.auto
+    arch: str = "resnet18"  # a torchvision name, or a timm name
+    key_prefix: str | None = None  # null = auto (backbone., encoder., ... / module.)
+    stem: EncoderStem = EncoderStem.auto  # auto: CIFAR stem when the first conv is 3x3
+    normalize: EncoderNormalize = EncoderNormalize.imagenet
+    # split:train|split:val|split:test, or a text file of pool indices or file names
+    members: str | None = None
+    nonmembers: str | None = None
+    # Optional shadow encoder (same format and arch) with its own lists: calibrates thresholds
+    # and the similarity-vector classifier.
+    shadow: str | None = None
+    shadow_members: str | None = None
+    shadow_nonmembers: str | None = None
+    # Seeded subset per list (null = every listed sample); augmented views per image.
+    samples: int | None = None
+    views: int = 10
+
+
+@dataclass
 class Config:
     seed: int = 0
     role: Role = Role.target
@@ -373,3 +406,4 @@ class Config:
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     mia: MIAConfig = field(default_factory=MIAConfig)
     aia: AIAConfig = field(default_factory=AIAConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)

@@ -10,6 +10,9 @@ import torch
 #: Attribute value stored for samples of datasets without a sensitive attribute.
 NO_ATTRIBUTE = -1
 
+#: Codes of :attr:`Pool.official_split`: the dataset's own partition of its samples.
+OFFICIAL_SPLITS: tuple[str, ...] = ("train", "val", "test")
+
 
 @dataclass
 class Pool:
@@ -29,6 +32,10 @@ class Pool:
         skipped: counts of skipped files by reason (e.g. ``{"malformed_name": 3}``).
         clean_labels: ``int64`` array ``[N]`` of the task labels before label noise, for
             datasets that know them (the synthetic set); ``None`` otherwise.
+        official_split: ``int64`` array ``[N]``, the dataset's own partition of each sample as
+            an index into :data:`OFFICIAL_SPLITS` (CIFAR, STL-10 and CelebA have one); ``None``
+            for datasets without one (UTKFace, the synthetic set).
+        file_names: the file each sample was read from (UTKFace, CelebA), or ``None``.
     """
 
     name: str
@@ -41,6 +48,8 @@ class Pool:
     attribute_names: list[str] | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     clean_labels: np.ndarray | None = None
+    official_split: np.ndarray | None = None
+    file_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -52,6 +61,10 @@ class Pool:
             raise ValueError("attributes and labels differ in length")
         if self.clean_labels is not None and len(self.clean_labels) != n:
             raise ValueError("clean_labels and labels differ in length")
+        if self.official_split is not None and len(self.official_split) != n:
+            raise ValueError("official_split and labels differ in length")
+        if self.file_names is not None and len(self.file_names) != n:
+            raise ValueError("file_names and labels differ in length")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -59,3 +72,18 @@ class Pool:
     @property
     def has_attribute(self) -> bool:
         return self.attributes is not None
+
+
+def train_then_test(n_train: int, n: int) -> np.ndarray:
+    """The :attr:`Pool.official_split` of a pool holding the official train set, then the test set.
+
+    Args:
+        n_train: samples of the official train set (the first ones).
+        n: all samples.
+
+    Returns:
+        ``int64 [n]``: 0 (``train``) for the first ``n_train``, 2 (``test``) for the rest.
+    """
+    split = np.full(n, OFFICIAL_SPLITS.index("test"), dtype=np.int64)
+    split[:n_train] = OFFICIAL_SPLITS.index("train")
+    return split

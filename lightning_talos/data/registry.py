@@ -132,6 +132,7 @@ def _cache_path(data: DictConfig, seed: int) -> Path | None:
     root = _root(data).resolve()
     task, attribute = resolved_labels(data)
     key = [data.name, str(root), _listing(data.name, root), data.image_size, task, attribute, seed]
+    key.append("v2")  # v2 caches hold the file names and official split
     if data.name == "celeba":
         key.append(data.celeba_subset)
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
@@ -178,6 +179,8 @@ def _write_cache(pool: Pool, path: Path) -> None:
     arrays = {"images": pool.images, "labels": pool.labels}
     if pool.attributes is not None:
         arrays["attributes"] = pool.attributes
+    if pool.official_split is not None:
+        arrays["official_split"] = pool.official_split
     meta = {
         "name": pool.name,
         "num_classes": pool.num_classes,
@@ -185,6 +188,7 @@ def _write_cache(pool: Pool, path: Path) -> None:
         "class_names": pool.class_names,
         "attribute_names": pool.attribute_names,
         "skipped": pool.skipped,
+        "file_names": pool.file_names,
     }
     save_arrays(path, arrays, meta)
 
@@ -196,6 +200,7 @@ def _read_cache(path: Path) -> Pool:
         images=torch.from_numpy(arrays["images"]),
         labels=arrays["labels"],
         attributes=arrays.get("attributes"),
+        official_split=arrays.get("official_split"),
         **meta,
     )
 

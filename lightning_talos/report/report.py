@@ -13,6 +13,7 @@ from typing import Any
 from lightning_talos.analysis.plots import plot_aia_bars, plot_roc, plot_tradeoff
 from lightning_talos.errors import UserError
 from lightning_talos.report.frontier import frontier_compare, frontier_section
+from lightning_talos.report.privacy import plot_privacy_history
 from lightning_talos.report.stronger import stronger_attacks_section
 from lightning_talos.stages.registry import (
     PAPER_ATTACKS,
@@ -206,6 +207,9 @@ def figures(results: dict[str, Any], root: Path) -> list[Path]:
                                     "majority_baseline": probe["majority_baseline"]}  # fmt: skip
     if bars:
         out.append(plot_aia_bars(bars, root / "aia.png"))
+    privacy = plot_privacy_history(root)  # trainer.privacy_audit_every_n_epochs
+    if privacy is not None:
+        out.append(privacy)
     return out
 
 

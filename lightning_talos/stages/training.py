@@ -19,6 +19,7 @@ from lightning_talos.runs.folder import LAST, Decision, Record
 from lightning_talos.runs.lock import stage_lock
 from lightning_talos.runs.records import new_manifest
 from lightning_talos.runs.signals import stop_on_signal
+from lightning_talos.stages.privacy import privacy_callback
 from lightning_talos.stages.provenance import expected, train_reads
 from lightning_talos.stages.registry import TrainStage, role_family
 from lightning_talos.stages.trainer import build_logger, build_trainer, new_wandb_id
@@ -150,6 +151,9 @@ def _fit(
         strategy=strategy,
         precision=stage.precision,
     )
+    audit = privacy_callback(cfg, dm, module, stage_dir, passes)
+    if audit is not None:  # trainer.privacy_audit_every_n_epochs
+        trainer.callbacks.append(audit)
     ckpt, resumed = start or (None, None)
     manifest_path, last = stage_dir / "manifest.json", stage_dir / LAST
     try:  # SIGTERM / Ctrl-C: last.ckpt saved, manifest `interrupted`, exit 143 / 130

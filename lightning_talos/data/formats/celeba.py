@@ -174,13 +174,28 @@ def read_attributes(path: str | Path) -> CelebaAttributes:
     return CelebaAttributes(filenames, names, is_one.astype(np.int8))
 
 
-def _check_partition(path: Path, n_rows: int) -> None:
-    """Validate the partition file: it must exist with one line per image (its split is unused)."""
+def read_partition(path: Path, n_rows: int) -> np.ndarray:
+    """Read the official partition: one ``<file> <0|1|2>`` line per image (train, val, test).
+
+    Returns:
+        ``int64 [n_rows]`` partition codes in attribute-file order (indices into
+        :data:`~lightning_talos.data.pool.OFFICIAL_SPLITS`).
+
+    Raises:
+        UserError: when the file is missing, has another number of rows, or a malformed line.
+    """
     if not path.is_file():
         raise UserError(f"celeba: missing file {path}; expected {LAYOUT}")
-    n_lines = sum(1 for line in path.read_bytes().splitlines() if line.strip())
-    if n_lines != n_rows:
-        raise UserError(f"celeba: {path} has {n_lines} rows but the attribute file has {n_rows}")
+    lines = [line.split() for line in path.read_bytes().splitlines() if line.strip()]
+    if len(lines) != n_rows:
+        raise UserError(f"celeba: {path} has {len(lines)} rows but the attribute file has {n_rows}")
+    try:
+        codes = np.array([int(parts[-1]) for parts in lines], dtype=np.int64)
+    except ValueError:
+        codes = np.array([-1])
+    if codes.min() < 0 or codes.max() > 2 or any(len(parts) != 2 for parts in lines):
+        raise UserError(f"celeba: {path} has a line that is not '<file> <0|1|2>'")
+    return codes
 
 
 def subset_rows(n_rows: int, subset_size: int, seed: int) -> np.ndarray:
@@ -231,7 +246,7 @@ def load_celeba(
         raise UserError(f"celeba: subset_size must be positive, got {subset_size}")
     folder = _celeba_folder(Path(root))
     table = read_attributes(folder / ATTR_FILE)
-    _check_partition(folder / PARTITION_FILE, len(table.filenames))
+    partition = read_partition(folder / PARTITION_FILE, len(table.filenames))
     task_fn, num_classes = parse_attribute_expr(task_label, table.names)
     attribute_fn, num_attribute_classes = None, 0
     if sensitive_attribute is not None:
@@ -263,4 +278,6 @@ def load_celeba(
         attributes=None if attribute_fn is None else attribute_fn(values),
         num_classes=num_classes,
         num_attribute_classes=num_attribute_classes,
+        official_split=partition[rows],
+        file_names=[table.filenames[row] for row in rows],
     )

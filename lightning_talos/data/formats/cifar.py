@@ -12,7 +12,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 
 from lightning_talos.data.formats.images import resize_batch_uint8
-from lightning_talos.data.pool import Pool
+from lightning_talos.data.pool import Pool, train_then_test
 from lightning_talos.errors import UserError
 from lightning_talos.safe_load import restricted_unpickle
 
@@ -150,6 +150,7 @@ def load_cifar(
     num_classes = len(class_names)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise UserError(f"{variant}: labels outside 0..{num_classes - 1} in {folder}")
+    n_train = sum(len(batch_labels) for _, batch_labels in batches[: len(dataset.train_list)])
     return Pool(
         name=variant,
         images=resize_batch_uint8(raw, image_size, channels_last=False),
@@ -157,6 +158,7 @@ def load_cifar(
         attributes=None,
         num_classes=num_classes,
         class_names=class_names,
+        official_split=train_then_test(n_train, len(labels)),
     )
 
 

@@ -16,7 +16,7 @@ from torchvision.datasets import STL10
 from torchvision.datasets.utils import check_integrity
 
 from lightning_talos.data.formats.images import resize_batch_uint8
-from lightning_talos.data.pool import Pool
+from lightning_talos.data.pool import Pool, train_then_test
 from lightning_talos.errors import UserError
 
 Stl10Part = Literal["labelled", "unlabeled"]
@@ -161,6 +161,7 @@ def load_stl10(
         attributes=None,
         num_classes=len(class_names),
         class_names=class_names,
+        official_split=train_then_test(len(labels[0]), len(labels[0]) + len(labels[1])),
     )
 
 

@@ -176,6 +176,7 @@ def load_utkface(
     if n_unreadable:
         logger.warning("utkface: skipped %d unreadable images in %s", n_unreadable, folder)
         images, parsed = images[torch.from_numpy(ok)], parsed[ok]
+        keep = [name for name, good in zip(keep, ok) if good]
     if len(parsed) == 0:
         raise UserError(f"utkface: none of the {len(keep)} images in {folder} could be decoded")
 
@@ -189,4 +190,5 @@ def load_utkface(
         class_names=list(task.names),
         attribute_names=None if sensitive is None else list(sensitive.names),
         skipped={"malformed_name": n_malformed, "unreadable_image": n_unreadable},
+        file_names=keep,
     )
