@@ -45,8 +45,13 @@ DATA = [f"data.image_size={IMAGE_SIZE}", "data.synthetic.quarter_size=64",
         "data.aug.crop_scale_min=0.5", "data.aug.vflip_p=0", "data.aug.jitter_p=0.5",
         "data.aug.brightness=0.4", "data.aug.contrast=0.4", "data.aug.saturation=0.4",
         "data.aug.hue=0.1", "data.aug.blur_p=0"]  # fmt: skip
-FAST = ["mia.bootstrap=500", "aia.bootstrap=100", "aia.mlp_epochs=5", "mia.encoder_epochs=20",
-        "encoder.views=20"]
+FAST = [
+    "mia.bootstrap=500",
+    "aia.bootstrap=100",
+    "aia.mlp_epochs=5",
+    "mia.encoder_epochs=20",
+    "encoder.views=20",
+]
 
 
 def normalised(x: torch.Tensor) -> torch.Tensor:
