@@ -151,8 +151,9 @@ def cmd_audit_encoder(args: list[str]) -> None:
     with run_lock(run_root(cfg), wait=False):
         results = run_external(plan)
         report, png = write_external_report(plan.out_dir, results)
-        log_attack(cfg, run_root(cfg), STAGE, {"attacks": results["external"]["mia"],
-                   **results["external"]}, image=png)  # fmt: skip
+        ext = results["external"]
+        summary = {"attacks": ext["mia"], "aia": ext["aia"], "utility": ext["utility"]}
+        log_attack(cfg, run_root(cfg), STAGE, summary, image=png)
     auc = results["external"]["mia"]["encoder_similarity"]
     print(f"[{STAGE}] membership AUC {auc['auc']:.3f} {auc['ci95']['auc']}: {report}")
 

@@ -89,6 +89,30 @@ def _timm():  # noqa: ANN202 (the optional module)
     return timm
 
 
+def config_globals() -> list[object]:
+    """Classes ``weights_only`` may rebuild besides tensors: OmegaConf's config containers and
+    nodes (solo-learn keeps its ``DictConfig`` in ``hyper_parameters``) and the plain types
+    they name. Unpickling them sets attributes and calls no user code; nothing else is
+    admitted."""
+    import collections
+    import typing
+
+    from omegaconf import base, dictconfig, listconfig, nodes
+
+    node_types = [c for c in vars(nodes).values() if isinstance(c, type) and
+                  issubclass(c, base.Node)]  # fmt: skip
+    return [
+        dictconfig.DictConfig, listconfig.ListConfig, base.ContainerMetadata, base.Metadata,
+        *node_types, typing.Any, collections.defaultdict, dict, list, tuple, set, int, float,
+        str, bool,
+    ]  # fmt: skip
+
+
+def _read(path: Path) -> dict:
+    with torch.serialization.safe_globals(config_globals()):
+        return load_checkpoint(path)
+
+
 def torchvision_archs() -> list[str]:
     """Names of torchvision's classification architectures."""
     return sorted(tvm.list_models(module=tvm))
@@ -263,7 +287,8 @@ def load_external_encoder(
     """Rebuild and strictly load an encoder checkpoint trained elsewhere.
 
     Args:
-        path: the checkpoint (read with ``torch.load(weights_only=True)``: nothing in it runs).
+        path: the checkpoint (read with ``torch.load(weights_only=True)``, OmegaConf's config
+            classes allowed (:func:`config_globals`): nothing in it runs).
         fmt: one of :data:`FORMATS` (module docstring).
         arch: torchvision or timm architecture name (``resnet18``, ``resnet50``, ...).
         key_prefix: prefix of the backbone's keys (``""``: none; ``None``: ``backbone.`` and the
@@ -282,7 +307,7 @@ def load_external_encoder(
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown encoder.format '{fmt}'; valid: {', '.join(FORMATS)}")
-    ckpt = load_checkpoint(path)
+    ckpt = _read(path)
     state, lightning = _unwrap(ckpt, path)
     if fmt in ("lightning", "solo_learn") and not lightning:
         raise UserError(f"encoder.format={fmt} expects a Lightning checkpoint; {path} has none")

@@ -3,10 +3,10 @@
 A SimCLR encoder is trained here with lightly's own parts (its ``SimCLRTransform``,
 ``SimCLRProjectionHead`` and ``NTXentLoss``, the torchvision ResNet-18 backbone as
 ``nn.Sequential(*list(resnet.children())[:-1])``, fitted by a Lightning ``Trainer``) on 24
-synthetic images for 60 epochs, an overfit setting, and saved as lightly users save it: the
-backbone's ``state_dict`` and the Lightning checkpoint. ``format=auto`` must rebuild it to the
-same embeddings and ``audit-encoder`` must find its members, while a randomly initialised
-encoder of the same architecture stays at chance. timm, torchvision and solo-learn-style
+synthetic 16-px images for 60 full-batch epochs, an overfit setting, and saved as lightly
+users save it: the backbone's ``state_dict`` and the Lightning checkpoint. ``format=auto`` must
+rebuild it to the same embeddings and ``audit-encoder`` must find its members, while a randomly
+initialised encoder of the same architecture stays at chance. timm, torchvision and solo-learn-style
 checkpoints must load to the embeddings of their original modules.
 """
 
@@ -20,6 +20,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torchvision
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import to_pil_image
@@ -29,15 +30,28 @@ from lightning_talos.config.load import compose
 from lightning_talos.data.registry import load_pool
 from lightning_talos.models.external import IMAGENET_MEAN, IMAGENET_STD, load_external_encoder
 
+pytestmark = pytest.mark.slow
 lightly = pytest.importorskip("lightly")
 timm = pytest.importorskip("timm")
 
 IMAGE_SIZE = 16
-N_MEMBERS, N_NONMEMBERS = 24, 64
-#: The dataset and the attacker's views: the training augmentation's crop and jitter.
+N_MEMBERS, N_NONMEMBERS = 24, 96
+EPOCHS = 60
+#: The dataset, and the attacker's views drawn with the training augmentation (lightly's
+#: SimCLRTransform below: crop scale 0.5-1, no vertical flip, jitter 0.5 at strength 0.5, no
+#: blur). EncoderMI assumes the attacker knows it: with this repo's default views (vertical
+#: flips, twice the jitter) the same encoder measured AUC 0.69 instead of 0.83.
 DATA = [f"data.image_size={IMAGE_SIZE}", "data.synthetic.quarter_size=64",
-        "data.aug.crop_scale_min=0.5", "data.aug.jitter_p=0.5", "data.aug.blur_p=0"]  # fmt: skip
-FAST = ["mia.bootstrap=500", "aia.bootstrap=100", "aia.mlp_epochs=5", "mia.encoder_epochs=20"]
+        "data.aug.crop_scale_min=0.5", "data.aug.vflip_p=0", "data.aug.jitter_p=0.5",
+        "data.aug.brightness=0.4", "data.aug.contrast=0.4", "data.aug.saturation=0.4",
+        "data.aug.hue=0.1", "data.aug.blur_p=0"]  # fmt: skip
+FAST = [
+    "mia.bootstrap=500",
+    "aia.bootstrap=100",
+    "aia.mlp_epochs=5",
+    "mia.encoder_epochs=20",
+    "encoder.views=20",
+]
 
 
 def normalised(x: torch.Tensor) -> torch.Tensor:
@@ -106,7 +120,7 @@ def lightly_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     members, nonmembers = np.arange(N_MEMBERS), np.arange(128, 128 + N_NONMEMBERS)
     model = LightlySimCLR()
     trainer = pl.Trainer(
-        max_epochs=60, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        max_epochs=EPOCHS, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     loader = DataLoader(TwoViews(images[members]), batch_size=N_MEMBERS, shuffle=True)
@@ -152,7 +166,8 @@ def test_audit_encoder_finds_the_members_of_the_lightly_encoder(
     assert "format=lightly" in capsys.readouterr().out  # auto says what it chose
     sim = trained["external"]["mia"]["encoder_similarity"]
     print("lightly encoder AUC", sim["auc"], sim["ci95"])
-    assert sim["auc"] > 0.65 and sim["ci95"]["auc"][0] > 0.5
+    # measured 0.799 [0.709, 0.883]; the random twin 0.480 [0.345, 0.612]
+    assert sim["auc"] > 0.7 and sim["ci95"]["auc"][0] > 0.55
     assert sim["threshold_from"] == "none" and "acc" not in sim  # threshold-free
     for key in ("tpr_at_1pct_fpr", "tpr_at_0p1pct_fpr"):
         lo, hi = sim["ci95"][key]
@@ -169,13 +184,13 @@ def test_audit_encoder_finds_the_members_of_the_lightly_encoder(
     print("random encoder AUC", chance["auc"], chance["ci95"])
     lo, hi = chance["ci95"]["auc"]
     assert lo < 0.5 < hi
-    assert sim["auc"] > hi  # the trained encoder leaks beyond the random one's interval
+    assert sim["auc"] > chance["auc"] + 0.15
 
 
 def test_a_shadow_encoder_calibrates_the_attacks(lightly_run: dict) -> None:
     """The random twin as shadow (its own lists): thresholds and the vector classifier."""
     shadow_members = write_list(lightly_run["dir"] / "sm.txt", np.arange(64, 88))
-    shadow_nonmembers = write_list(lightly_run["dir"] / "sn.txt", np.arange(192, 224))
+    shadow_nonmembers = write_list(lightly_run["dir"] / "sn.txt", np.arange(224, 256))
     found = audit(lightly_run, lightly_run["dir"] / "backbone.pth", "shadow",
                   f"encoder.shadow={lightly_run['dir'] / 'random.pth'}",
                   f"encoder.shadow_members={shadow_members}",
@@ -220,7 +235,16 @@ def test_solo_learn_checkpoint_loads_with_its_cifar_stem(tmp_path: Path) -> None
     backbone.eval()
     state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     state |= {"projector.0.weight": torch.zeros(8, 512), "classifier.weight": torch.zeros(10, 512)}
-    torch.save({"state_dict": state, "epoch": 3, "hyper_parameters": {"method": "simclr"}},
+    # solo-learn keeps its OmegaConf config in hyper_parameters
+    cfg = OmegaConf.create(
+        {
+            "method": "simclr",
+            "backbone": {"name": "resnet18", "kwargs": {}},
+            "optimizer": {"lr": 0.4, "betas": [0.9, 0.99]},
+            "data": None,
+        }
+    )
+    torch.save({"state_dict": state, "epoch": 3, "hyper_parameters": {"cfg": cfg}},
                tmp_path / "solo.ckpt")  # fmt: skip
     loaded = load_external_encoder(tmp_path / "solo.ckpt", image_size=16)
     assert loaded.format == "solo_learn" and "padding 2" in loaded.description
