@@ -59,8 +59,48 @@ def check_config(cfg: DictConfig) -> None:
     """
     check_interpolations(cfg)
     check_counts(cfg)
+    check_claims_basis(cfg)
+    check_rmia(cfg)
     check_run_name(cfg.run.name)
     check_run_dir(cfg.run.dir)
+
+
+def check_claims_basis(cfg: DictConfig) -> None:
+    """A claim needs a declared basis: at least one attack and one probe, each named once.
+
+    Raises:
+        UserError: naming the empty or repeating ``claims.*`` key.
+    """
+    for key in ("membership_attacks", "attribute_probes"):
+        values = [str(v) for v in cfg.claims[key]]
+        if not values:
+            raise UserError(f"'claims.{key}' must name at least one {key.split('_')[1][:-1]}")
+        if len(set(values)) != len(values):
+            raise UserError(f"'claims.{key}' names a value twice: {values}")
+
+
+def check_rmia(cfg: DictConfig) -> None:
+    """``mia.rmia_a`` is a number in [0, 1] or ``auto``; ``auto`` offline needs 3 references
+    when RMIA runs (one attacked in turn, two to attack it with).
+
+    Raises:
+        UserError: naming ``mia.rmia_a`` or ``mia.rmia_gamma``.
+    """
+    a = cfg.mia.rmia_a
+    if not (a == "auto" or (_is_number(a) and 0 <= a <= 1)):
+        raise UserError(f"'mia.rmia_a' must be auto or a number in [0, 1], got {a}")
+    if not cfg.mia.rmia_gamma > 0:
+        raise UserError(f"'mia.rmia_gamma' must be > 0, got {cfg.mia.rmia_gamma}")
+    offline = str(cfg.mia.reference_mode) == "offline"
+    if a == "auto" and offline and "rmia" in map(str, cfg.attacks) and cfg.mia.references < 3:
+        raise UserError(
+            f"'mia.rmia_a=auto' tunes a on the references and needs at least 3 "
+            f"(mia.references={cfg.mia.references}); set mia.rmia_a to a number in [0, 1]"
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_interpolations(cfg: DictConfig) -> None:

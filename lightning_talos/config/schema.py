@@ -264,10 +264,12 @@ class MIAConfig:
     lira_flip: bool = True
     lira_shifts: list[int] = field(default_factory=lambda: [0])
     lira_global_variance_below: int = 64
-    # RMIA: likelihood-ratio threshold gamma, offline interpolation a, population size and
-    # softmax temperature (Zarifzadeh et al.'s defaults).
-    rmia_gamma: float = 2.0
-    rmia_a: float = 0.3
+    # RMIA as its authors' code runs it (ML Privacy Meter, modules/mia/attacks/rmia.py):
+    # population points counted when the likelihood ratio exceeds gamma = 1; the offline
+    # interpolation a in [0, 1], or auto: tuned on the reference models only (tune_offline_a,
+    # needs 3 references offline); population size and softmax temperature.
+    rmia_gamma: float = 1.0
+    rmia_a: Any = "auto"
     rmia_population: int = 1000
     rmia_temperature: float = 1.0
     # Encoder attacks (attacks=[...,encoder]): augmented views per image, the MLP on their
@@ -288,6 +290,19 @@ class AIAConfig:
     mlp_batch_size: int = 512
     knn_k: int = 10
     bootstrap: int = 1000
+
+
+@dataclass
+class ClaimsConfig:
+    """The attacks and probes each of the paper's claims is judged on, declared before anything
+    runs (report/claims.py). The paper's by default: its membership attacks (NN, the four metric
+    attacks, label-only) and the three probes the report runs; any other attack that runs
+    (augmentation, LiRA, RMIA, encoder) gets its own verdict line beside the headline."""
+
+    membership_attacks: list[MiaAttack] = field(
+        default_factory=lambda: [MiaAttack(a) for a in ("nn", "metric", "label_only")]
+    )
+    attribute_probes: list[AiaProbe] = field(default_factory=lambda: list(AiaProbe))
 
 
 @dataclass
@@ -339,3 +354,4 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     mia: MIAConfig = field(default_factory=MIAConfig)
     aia: AIAConfig = field(default_factory=AIAConfig)
+    claims: ClaimsConfig = field(default_factory=ClaimsConfig)

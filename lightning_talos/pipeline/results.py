@@ -79,6 +79,11 @@ def build_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any]:
         # resamples behind the attacks' intervals (0: none; a one-seed verdict then cannot rest
         # on them)
         "bootstrap": {MIA: cfg.mia.bootstrap, AIA: cfg.aia.bootstrap},
+        # what the claims are judged on, declared in the config before anything ran
+        "claims_basis": {
+            "membership_attacks": [str(a) for a in cfg.claims.membership_attacks],
+            "attribute_probes": [str(p) for p in cfg.claims.attribute_probes],
+        },
         **precision_record(cfg.trainer),
         "git_commit": git_commit(),
         "versions": versions(),

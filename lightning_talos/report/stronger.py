@@ -1,29 +1,28 @@
 """The report's section "Claim 1 under stronger attacks": LiRA, RMIA and the encoder attacks.
 
 For each attack family, the supervised, contrastive and Talos models at AUC and TPR at 1% and
-0.1% FPR, one log-log ROC figure of every such attack, and claim 1's verdict on that family
-alone: :func:`~lightning_talos.report.claims.judge_claims` run on the results with each
-model's membership entries cut down to the family's attacks, so the rule (supervised minus
-contrastive attack accuracy, 95% interval above 0, for every attack of the family) and its
-intervals are the claims module's own. A family that one of the two models lacks (the encoder
-attacks have no supervised counterpart) gets no verdict.
+0.1% FPR, one log-log ROC figure of every such attack, and claims 1 and 3 on that family alone
+as ``results.json`` records them (``claims.<k>.families``, judged by
+:func:`~lightning_talos.report.claims.judge_claims` with the family as the only membership
+evidence). A family that one of the two models lacks (the encoder attacks have no supervised
+counterpart) is "not evaluated" for claim 1.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 from lightning_talos.pipeline.references import ENCODER_ENTRIES
 from lightning_talos.pipeline.stages import PAPER_ATTACKS, PAPER_METHODS, method_labels
-from lightning_talos.report.claims import judge_claims
 from lightning_talos.report.plots import plot_roc
 
 MIA = PAPER_ATTACKS[0]
 _, CONTRASTIVE, _ = PAPER_METHODS
 #: Attack family -> its ``mia`` entries.
 FAMILIES = {"LiRA": ("lira",), "RMIA": ("rmia",), "Encoder-level": ENCODER_ENTRIES}
+#: Family -> its configured attack (``attacks=[...]``), the key of its verdicts.
+CONFIGURED = {"LiRA": "lira", "RMIA": "rmia", "Encoder-level": "encoder"}
 FIGURE = "roc_stronger.png"
 
 
@@ -33,26 +32,15 @@ def _entries(results: dict[str, Any], method: str) -> dict[str, Any]:
     return mia if isinstance(mia, dict) else {}
 
 
-def family_verdict(results: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    """Claim 1 judged on the attacks ``names`` only (every seed's results cut down alike).
+def family_verdict(results: dict[str, Any], claim: str, family: str) -> dict[str, Any] | None:
+    """Claim ``claim`` judged on the configured attack ``family`` alone, as recorded in
+    ``results["claims"]`` (None when the family is in the claim's basis or absent).
 
     Returns:
-        The claim as :func:`~lightning_talos.report.claims.judge_claims` gives it
-        (``verdict``, ``reason``, ``tests``).
+        ``{"label", "verdict", "reason", "tests"}``.
     """
-
-    def cut(run: dict[str, Any]) -> dict[str, Any]:
-        out = copy.deepcopy(run)
-        for method in PAPER_METHODS:
-            mia = _entries(out, method)
-            if mia:
-                out[method][MIA] = {k: v for k, v in mia.items() if k in names}
-        return out
-
-    filtered = cut(results)
-    if results.get("per_seed"):
-        filtered["per_seed"] = [cut(r) for r in results["per_seed"]]
-    return judge_claims(filtered)["1"]
+    entry = (results.get("claims") or {}).get(claim) or {}
+    return (entry.get("families") or {}).get(family)
 
 
 def _cell(entry: dict[str, Any] | None) -> str:
@@ -103,8 +91,8 @@ def stronger_attacks_section(results: dict[str, Any], root: Path) -> str:
         "",
         "Per-example attacks calibrated with reference models (LiRA, RMIA) and attacks on the "
         "encoder itself (EncoderMI-style view similarity; LiRA on it with references). Cells: "
-        "AUC / TPR at 1% FPR / TPR at 0.1% FPR on the target. The verdict is claim 1's rule "
-        "on the family's attacks only (accuracy intervals, as for the paper's attacks).",
+        "AUC / TPR at 1% FPR / TPR at 0.1% FPR on the target. The verdicts are claims 1 and 3 "
+        "judged on the family's attacks only (accuracy intervals, as for the paper's attacks).",
         "",
         header,
         "|" + "---|" * (2 + len(PAPER_METHODS)),
@@ -120,9 +108,13 @@ def stronger_attacks_section(results: dict[str, Any], root: Path) -> str:
                     curves[f"{labels[method]}: {name}"] = entry
             lines.append(f"| {family} | {name} | " + " | ".join(cells) + " |")
     lines.append("")
-    for family, names in present.items():
-        claim = family_verdict(results, tuple(names))
-        lines.append(f"- **{family}**: {claim['verdict']} ({claim['reason']}).")
+    for family in present:
+        for claim in ("1", "3"):
+            judged = family_verdict(results, claim, CONFIGURED[family])
+            if judged:
+                lines.append(
+                    f"- **claim {claim} under {family}**: {judged['verdict']} ({judged['reason']})."
+                )
     note = _encoder_vs_classifier(results)
     if note:
         lines += ["", note]
