@@ -29,6 +29,7 @@ AT_LEAST_ONE = (
     "mia.label_only_samples",
     "mia.hsj_iterations",
     "mia.hsj_grad_samples",
+    "dp.augmult",
 )
 
 #: Settings that are null (off, or "use the default") or at least 1.
@@ -38,6 +39,7 @@ NULL_OR_AT_LEAST_ONE = (
     "supervised.max_epochs",
     "talos.max_epochs",
     "dp.max_epochs",
+    "dp.batch_size",
     "trainer.checkpoint_every_n_steps",
 )
 
@@ -61,6 +63,7 @@ def check_config(cfg: DictConfig) -> None:
     check_counts(cfg)
     check_claims_basis(cfg)
     check_rmia(cfg)
+    check_dp(cfg)
     check_run_name(cfg.run.name)
     check_run_dir(cfg.run.dir)
 
@@ -97,6 +100,19 @@ def check_rmia(cfg: DictConfig) -> None:
             f"'mia.rmia_a=auto' tunes a on the references and needs at least 3 "
             f"(mia.references={cfg.mia.references}); set mia.rmia_a to a number in [0, 1]"
         )
+
+
+def check_dp(cfg: DictConfig) -> None:
+    """DP settings a count check does not cover.
+
+    Raises:
+        UserError: naming ``dp.noise_multiplier`` or ``dp.augmult_shift``.
+    """
+    noise = cfg.dp.noise_multiplier
+    if noise is not None and noise < 0:
+        raise UserError(f"'dp.noise_multiplier' must be null or >= 0, got {noise}")
+    if cfg.dp.augmult_shift < 0:
+        raise UserError(f"'dp.augmult_shift' must be >= 0, got {cfg.dp.augmult_shift}")
 
 
 def _is_number(value: Any) -> bool:

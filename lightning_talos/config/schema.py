@@ -324,6 +324,16 @@ class DPConfig:
     epsilon: Any = 8.0
     delta: float | None = None  # null = min(1 / (2 x quarter size), 1e-5)
     max_grad_norm: float = 1.0  # per-sample clipping norm C
+    # null: the smallest noise meeting dp.epsilon; a number >= 0: that noise multiplier, and
+    # dp.epsilon is not used (0: clipping only, reported as epsilon infinity).
+    noise_multiplier: float | None = None
+    # Expected Poisson batch size (null = data.batch_size); DP-SGD wants large batches: the
+    # noise is added once per step and divided by the batch (Tramer & Boneh 2021).
+    batch_size: int | None = None
+    # Augmentation multiplicity (De et al. 2022): views per sampled image, their gradients
+    # averaged before clipping (random flip + shift of up to augmult_shift px).
+    augmult: int = 1
+    augmult_shift: int = 0
     accountant: DpAccountant = DpAccountant.rdp
     # Not tuned for DP-SGD: Adam without weight decay, as the synthetic supervised preset.
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.0))

@@ -231,7 +231,10 @@ def _defence_problems(defence: Any, where: str) -> list[str]:
         return [f"{where} must be an object naming its defence"]
     if defence["defence"] != DP_SGD:
         return []
-    return [f"{where}.{k} must be a number" for k in DP_KEYS if not _number(defence.get(k))]
+    # epsilon is null (infinite) exactly when no noise was added: clipping alone
+    unbounded = defence.get("epsilon") is None and defence.get("noise_multiplier") == 0
+    keys = [k for k in DP_KEYS if not (k == "epsilon" and unbounded)]
+    return [f"{where}.{k} must be a number" for k in keys if not _number(defence.get(k))]
 
 
 def _utility_problems(utility: Any, where: str) -> list[str]:

@@ -112,7 +112,10 @@ def frontier_rows(results: dict[str, Any], run: str = "") -> list[dict[str, Any]
 def _variant_label(name: str, entry: dict[str, Any], labels: dict[str, str]) -> str:
     """A DP variant nobody registered in this process (``compare`` reads no config): its base
     method's label and target epsilon, else its key."""
-    epsilon = (entry.get("defence") or {}).get("target_epsilon")
+    defence = entry.get("defence") or {}
+    epsilon = defence.get("target_epsilon")
+    if epsilon is None and defence.get("noise_multiplier") == 0:
+        epsilon = math.inf  # clipping only
     base = next((b for b in labels if name.startswith(f"{b}_")), None)
     return f"{labels[base]} eps={epsilon:g}" if base and epsilon is not None else name
 
@@ -127,6 +130,11 @@ def _cell(value: Any, interval: Any = None, signed: bool = False) -> str:
     return text
 
 
+def _epsilon(value: float | None) -> str:
+    """The accountant's epsilon; None (no noise, clipping only) is infinite."""
+    return "inf (no noise)" if value is None else f"{value:.2f}"
+
+
 def frontier_markdown(rows: list[dict[str, Any]], figure: str) -> list[str]:
     """The frontier as a markdown table, with the figure below it."""
     head = (
@@ -136,9 +144,9 @@ def frontier_markdown(rows: list[dict[str, Any]], figure: str) -> list[str]:
     lines = [head, "|---|---|---|---|---|"]
     for r in rows:
         dp = (
-            f"{r['epsilon']:.2f} / {r['delta']:.1e} / {r['max_grad_norm']:g} / "
+            f"{_epsilon(r['epsilon'])} / {r['delta']:.1e} / {r['max_grad_norm']:g} / "
             f"{r['noise_multiplier']:.3f}"
-            if r.get("epsilon") is not None
+            if r.get("noise_multiplier") is not None
             else "–"
         )
         lines.append(

@@ -78,34 +78,18 @@ def _encoder_vs_classifier(results: dict[str, Any]) -> str:
     )
 
 
-def stronger_attacks_section(results: dict[str, Any], root: Path) -> str:
-    """Markdown of the section and its figure ``roc_stronger.png`` in ``root`` ("" when the
-    run has none of these attacks)."""
+def stronger_table(results: dict[str, Any]) -> list[str]:
+    """The section's table (a row per attack, a column per model) and the verdict lines of
+    claims 1 and 3 per family, as markdown lines ([] when the run has none of the attacks)."""
     present = _present(results)
     if not present:
-        return ""
+        return []
     labels = method_labels()
     header = "| family | attack | " + " | ".join(labels[m] for m in PAPER_METHODS) + " |"
-    lines = [
-        "## Claim 1 under stronger attacks",
-        "",
-        "Per-example attacks calibrated with reference models (LiRA, RMIA) and attacks on the "
-        "encoder itself (EncoderMI-style view similarity; LiRA on it with references). Cells: "
-        "AUC / TPR at 1% FPR / TPR at 0.1% FPR on the target. The verdicts are claims 1 and 3 "
-        "judged on the family's attacks only (accuracy intervals, as for the paper's attacks).",
-        "",
-        header,
-        "|" + "---|" * (2 + len(PAPER_METHODS)),
-    ]
-    curves = {}
+    lines = [header, "|" + "---|" * (2 + len(PAPER_METHODS))]
     for family, names in present.items():
         for name in names:
-            cells = []
-            for method in PAPER_METHODS:
-                entry = _entries(results, method).get(name)
-                cells.append(_cell(entry))
-                if entry and entry.get("roc"):
-                    curves[f"{labels[method]}: {name}"] = entry
+            cells = [_cell(_entries(results, method).get(name)) for method in PAPER_METHODS]
             lines.append(f"| {family} | {name} | " + " | ".join(cells) + " |")
     lines.append("")
     for family in present:
@@ -115,6 +99,33 @@ def stronger_attacks_section(results: dict[str, Any], root: Path) -> str:
                 lines.append(
                     f"- **claim {claim} under {family}**: {judged['verdict']} ({judged['reason']})."
                 )
+    return lines
+
+
+def stronger_attacks_section(results: dict[str, Any], root: Path) -> str:
+    """Markdown of the section and its figure ``roc_stronger.png`` in ``root`` ("" when the
+    run has none of these attacks)."""
+    present = _present(results)
+    if not present:
+        return ""
+    labels = method_labels()
+    lines = [
+        "## Claim 1 under stronger attacks",
+        "",
+        "Per-example attacks calibrated with reference models (LiRA, RMIA) and attacks on the "
+        "encoder itself (EncoderMI-style view similarity; LiRA on it with references). Cells: "
+        "AUC / TPR at 1% FPR / TPR at 0.1% FPR on the target. The verdicts are claims 1 and 3 "
+        "judged on the family's attacks only (accuracy intervals, as for the paper's attacks).",
+        "",
+        *stronger_table(results),
+    ]
+    curves = {}
+    for names in present.values():
+        for name in names:
+            for method in PAPER_METHODS:
+                entry = _entries(results, method).get(name)
+                if entry and entry.get("roc"):
+                    curves[f"{labels[method]}: {name}"] = entry
     note = _encoder_vs_classifier(results)
     if note:
         lines += ["", note]
