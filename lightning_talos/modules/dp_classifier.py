@@ -275,19 +275,25 @@ class DPSupervisedClassifier(SupervisedClassifier):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         views = int(self.hparams.augmult)
         images = batch.image
-        if views > 1 and images.shape[0] > 0:
+        self._empty_batch = batch.label.numel() == 0
+        if self._empty_batch:
+            # An empty Poisson batch is still a step: it adds noise, and the accountant counts
+            # it. No forward (functorch cannot take a zero-length batch): a zero loss on the
+            # parameters, and zero-length per-sample gradients in on_before_optimizer_step.
+            return sum(p.sum() for p in self.parameters()) * 0.0
+        if views > 1:
             images = augmented_views(images, views, int(self.hparams.augmult_shift))
         logits = self(images)
-        if batch.label.numel() == 0:
-            # An empty Poisson batch is still a step: it adds noise, and the accountant counts
-            # it. A zero loss keeps the graph so the hooks see a zero-length batch.
-            return logits.sum() * 0.0
         return self._train_loss(logits, batch.label.repeat_interleave(views), batch_idx)
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         """Average each sample's per-view gradients (rows ``i*K .. i*K+K-1``) into one row, so
         that the DP optimiser clips one gradient per sample (runs after backward, before the
         clipping in ``DPOptimizer.pre_step``)."""
+        if getattr(self, "_empty_batch", False):
+            for param in self.parameters():
+                param.grad_sample = param.new_zeros((0, *param.shape))
+            return
         views = int(self.hparams.augmult)
         if views == 1:
             return

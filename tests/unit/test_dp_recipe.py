@@ -8,6 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lightning_talos.models.backbones import build_backbone
+from lightning_talos.models.norm import WSConv2d, dp_compatible
 from lightning_talos.modules.dp_classifier import augmented_views
 from lightning_talos.pipeline.results import _defence_problems
 from lightning_talos.report.frontier import frontier_markdown
@@ -74,3 +76,22 @@ def test_per_view_gradients_are_averaged_per_sample_before_clipping() -> None:
     torch.testing.assert_close(head.grad_sample, per_view.view(2, 3, *head.shape).mean(1))
     with pytest.raises(ValueError, match="augmult"):
         dp_module(augmult=0)
+
+
+def test_weight_standardised_convs_ignore_the_local_mean() -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    ws = WSConv2d.like(conv)
+    assert ws.state_dict().keys() == conv.state_dict().keys()
+    w = ws.standardised_weight()
+    torch.testing.assert_close(w.mean(dim=(1, 2, 3)), torch.zeros(4), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        w.var(dim=(1, 2, 3), unbiased=False), torch.ones(4), atol=1e-3, rtol=0
+    )
+    # an input constant over the filter's support: zero response away from the zero padding
+    flat = torch.full((1, 3, 6, 6), 0.7)
+    assert ws(flat)[..., 1:-1, 1:-1].abs().max() < 1e-5
+    assert conv(flat)[..., 1:-1, 1:-1].abs().max() > 1e-2  # the plain conv responds
+    backbone = dp_compatible(build_backbone("small_cnn")[0])
+    convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(type(m) is WSConv2d for m in convs)
