@@ -15,7 +15,7 @@ RUN     = $(PY) -m lightning_talos
 COMMON  = experiment=$(EXP) $(if $(MODEL),model=$(MODEL)) $(ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-ddp lint format pretrain linear supervised talos attack aia audit report demo readme bench slurm-up slurm-down clean
+.PHONY: help install test test-fast test-ddp lint format pretrain linear supervised talos attack aia audit report demo readme readme-runs bench slurm-up slurm-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -75,8 +75,16 @@ report: .venv/.installed ## report.md from a run's results.json
 demo: .venv/.installed ## the whole paper on the embedded synthetic dataset, CPU, < 10 min (SEEDS=3: three seeds)
 	$(RUN) audit experiment=demo $(DEMO) $(ARGS)
 
-readme: .venv/.installed ## write runs/demo's numbers, commit and machine into README.md (after make demo)
-	$(RUN) report experiment=demo $(DEMO) --readme=README.md
+readme: .venv/.installed ## rewrite every numbers table of README.md from its named run (runs/*, bench.json)
+	$(RUN) readme
+
+readme-runs: .venv/.installed ## every run the README's tables are written from (hours on 2 cores; then make readme)
+	$(RUN) audit experiment=demo run.name=demo
+	$(RUN) audit experiment=demo run.name=demo-3seeds seeds=[0,1,2]
+	$(RUN) sweep talos_settings
+	$(RUN) audit experiment=synthetic_refs run.name=refs
+	$(RUN) audit experiment=defences
+	$(RUN) bench
 
 bench: .venv/.installed ## throughput ratios -> bench.json
 	$(RUN) bench $(ARGS)

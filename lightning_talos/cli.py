@@ -158,6 +158,22 @@ def cmd_audit_encoder(args: list[str]) -> None:
     print(f"[{STAGE}] membership AUC {auc['auc']:.3f} {auc['ci95']['auc']}: {report}")
 
 
+def cmd_readme(args: list[str]) -> None:
+    from lightning_talos.report.readme_blocks import write_blocks
+
+    readme = [a.split("=", 1)[1] for a in args if a.startswith("--readme=")]
+    written = write_blocks(Path(readme[0] if readme else "README.md"), Path.cwd())
+    print("rewrote: " + (", ".join(written) or "nothing (no runs found)"))
+
+
+def cmd_sweep(args: list[str]) -> None:
+    from lightning_talos.orchestration.sweep import run_sweep
+
+    if not args or "=" in args[0]:
+        raise UserError("usage: lightning-talos sweep NAME [key=value ...]")
+    run_sweep(args[0], args[1:], cmd_audit)
+
+
 def cmd_compare(args: list[str]) -> None:
     from lightning_talos.report.report import compare
 
@@ -281,6 +297,25 @@ def commands() -> dict[str, Command]:
             "  writes <run>/report.md and figures; --readme also writes the run's table,\n"
             "  verdicts, commit and machine into the README's demo block"
         ),
+    )
+    out["readme"] = Command(
+        "rewrite every numbers table of README.md from its named run",
+        cmd_readme,
+        _fixed(
+            "lightning-talos readme [--readme=README.md]\n"
+            "  rewrites each generated block (demo, talos-settings, refs, defences, bench) whose\n"
+            "  run exists under ./runs (or ./bench.json); the others are kept"
+        ),
+        composes=False,
+    )
+    out["sweep"] = Command(
+        "one audit per setting of configs/sweeps/NAME.yaml, runs in one folder",
+        cmd_sweep,
+        _fixed(
+            "lightning-talos sweep NAME [key=value ...]\n"
+            "  runs configs/sweeps/NAME.yaml: its base overrides + each setting's, one audit each"
+        ),
+        composes=False,
     )
     out["compare"] = Command(
         "headline numbers of several runs side by side",

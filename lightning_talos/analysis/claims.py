@@ -2,13 +2,22 @@
 
 Rules, fixed before any number is seen:
 
-* **No choosing on the target.** A claim is judged per attack and per probe, every one shown,
-  and holds only when it is shown for **every** attack (claims 1 and 3) or probe (claims 2 and
-  3). This is an intersection-union test: each comparison is a 95% test, and requiring all of
-  them keeps the claim's error rate at 5% without a multiple-comparison correction, while
-  picking the strongest attack on the target's own numbers would not (the maximum of noisy
-  estimates is biased upwards). An encoder that hides the attribute from one kind of probe only
-  (Elazar & Goldberg 2018) does not pass claim 3.
+* **A declared basis, never chosen from results.** Each claim is judged on the attacks and
+  probes declared before anything runs (``claims.membership_attacks``, ``claims.attribute_probes``,
+  recorded in ``meta.claims_basis``; the paper's by default: NN, the four metric attacks and
+  label-only; the MLP, logistic and kNN probes). The verdict is **holds** when it is shown for
+  every declared item (an intersection-union test: each comparison is a 95% test, and requiring
+  all of them keeps the claim's error rate at 5% without a multiple-comparison correction, while
+  picking the strongest attack on the target's own numbers would bias it upwards); **does not
+  hold** when some declared item shows the opposite (its interval entirely on the wrong side of
+  the line: below 0, or above the utility tolerance); **inconclusive** when nothing contradicts it
+  but some item's interval overlaps the line; **not evaluated** when evidence is missing (a
+  declared attack or probe without results for both models, or no intervals). A refutation
+  outranks missing evidence. Every other attack family that ran (augmentation, LiRA, RMIA,
+  encoder-level) gets its own verdict for claims 1 and 3 under ``families`` (claim 3 under a
+  family: its attribute and utility tests with that family as the membership evidence), so
+  nothing is hidden and nothing outside the basis moves the headline. An encoder that hides the
+  attribute from one kind of probe only (Elazar & Goldberg 2018) does not pass claim 3.
 * **Intervals.** With one seed, a comparison of two models is "shown" when their 95% bootstrap
   intervals (over the evaluation sample) are separated; the difference is reported with the
   interval ``[lo_a - hi_b, hi_a - lo_b]``, which excludes 0 exactly when they are separated.
@@ -23,16 +32,18 @@ Rules, fixed before any number is seen:
   handful of distinct sets and gives intervals that are too narrow; the t-interval is exact for
   normal seed-level differences and honest about having few of them (wide for k = 2 or 3).
 * **Claim 3 needs its evidence.** Missing MIA, AIA or utility numbers give "not evaluated".
-  "Attribute inference lowered" needs separated intervals for every probe; "utility kept" needs
-  the drop's whole interval at or below :data:`UTILITY_TOLERANCE` (a non-inferiority test);
-  the paper states no tolerance for membership, so "membership not worse" means that no
-  attack's Talos-minus-contrastive interval lies above 0.
+  "Attribute inference lowered" needs separated intervals for every probe (raised: the
+  opposite); "utility kept" needs the drop's whole interval at or below
+  :data:`UTILITY_TOLERANCE` (a non-inferiority test; the whole interval above it is the
+  opposite); the paper states no tolerance for membership, so "membership not worse" is shown
+  unless some attack's Talos-minus-contrastive interval lies entirely above 0 (the opposite).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,8 +53,26 @@ from lightning_talos.analysis.names import PAPER_ATTACKS, PAPER_METHODS
 
 SUPERVISED, CONTRASTIVE, TALOS = PAPER_METHODS
 MIA, AIA = PAPER_ATTACKS
+#: The models as the reasons name them.
+_NAMES = {SUPERVISED: "supervised", CONTRASTIVE: "contrastive", TALOS: "Talos"}
 
-VERDICTS = ("holds", "does not hold", "not evaluated")
+VERDICTS = ("holds", "does not hold", "inconclusive", "not evaluated")
+#: The paper's basis (``claims.*`` defaults): its membership attacks (NN, the four metric
+#: attacks, label-only) and the attribute probes the report runs.
+DEFAULT_BASIS = {
+    "membership_attacks": ["nn", "metric", "label_only"],
+    "attribute_probes": ["mlp", "logistic", "knn"],
+}
+#: Display names of the configured attacks, in the order their verdict lines are shown.
+FAMILY_LABELS = {
+    "nn": "NN",
+    "metric": "metric",
+    "label_only": "label-only",
+    "augmentation": "augmentation",
+    "lira": "LiRA",
+    "rmia": "RMIA",
+    "encoder": "encoder-level",
+}
 #: How many points of task accuracy Talos may lose and still "keep" utility.
 UTILITY_TOLERANCE = 0.03
 #: Bootstrap resamples of the paired utility drop (the draw is seeded: the judge is pure).
@@ -154,6 +183,26 @@ def _estimate(entry: Any) -> Estimate | None:
     return float(acc), [float(ci[0]), float(ci[1])]
 
 
+def attack_family(entry: str) -> str:
+    """The configured attack (``attacks=[...]`` name) a ``mia`` entry belongs to:
+    ``metric_entropy`` -> ``metric``, ``encoder_lira`` -> ``encoder``, else the entry itself."""
+    for prefix in ("metric", "encoder"):
+        if entry.startswith(prefix + "_"):
+            return prefix
+    return entry
+
+
+def claims_basis(results: dict[str, Any]) -> dict[str, list[str]]:
+    """The declared basis recorded in ``meta.claims_basis`` (the paper's when not recorded)."""
+    recorded = _get(results, "meta", "claims_basis")
+    basis = {key: list(value) for key, value in DEFAULT_BASIS.items()}
+    if isinstance(recorded, dict):
+        for key in basis:
+            if isinstance(recorded.get(key), list):
+                basis[key] = [str(v) for v in recorded[key]]
+    return basis
+
+
 def _names(runs: list[dict[str, Any]], methods: tuple[str, ...], kind: str) -> list[str]:
     """Attacks (``kind=MIA``) or probes (``AIA``) present for every method in some seed."""
     names: list[str] = []
@@ -169,10 +218,15 @@ def _names(runs: list[dict[str, Any]], methods: tuple[str, ...], kind: str) -> l
     return names
 
 
-def _items(runs: list[dict[str, Any]], kind: str, a: str, b: str) -> dict[str, dict[str, Any]]:
-    """One comparison ``a - b`` per attack or probe of ``kind``, over the seeds having both."""
+def _items(
+    runs: list[dict[str, Any]], kind: str, a: str, b: str, keep: Callable[[str], bool]
+) -> dict[str, dict[str, Any]]:
+    """One comparison ``a - b`` per attack or probe of ``kind`` that ``keep`` admits, over the
+    seeds having both."""
     items = {}
     for name in _names(runs, (a, b), kind):
+        if not keep(name):
+            continue
         pairs = []
         for run in runs:
             ea, eb = _estimate(_get(run, a, kind, name)), _estimate(_get(run, b, kind, name))
@@ -183,34 +237,83 @@ def _items(runs: list[dict[str, Any]], kind: str, a: str, b: str) -> dict[str, d
     return items
 
 
-def _unmatched(runs: list[dict[str, Any]], kind: str, a: str, b: str) -> list[str]:
+def _unmatched(
+    runs: list[dict[str, Any]], kind: str, a: str, b: str, keep: Callable[[str], bool]
+) -> list[str]:
     """Attacks or probes that one of the two models has and the other lacks (not judged)."""
     both = set(_names(runs, (a, b), kind))
-    return sorted({n for r in runs for m in (a, b) for n in _names([r], (m,), kind)} - both)
+    found = {n for r in runs for m in (a, b) for n in _names([r], (m,), kind) if keep(n)}
+    return sorted(found - both - {"majority_baseline", "strongest"})
+
+
+def _undeclared_missing(declared: list[str], items: dict[str, Any], family: Any) -> list[str]:
+    """Declared attacks or probes with no judged item (no results for both models)."""
+    have = {family(name) for name in items}
+    return [name for name in declared if name not in have]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one test reads a difference interval ``[lo, hi]``.
+
+    Args:
+        text: The rule in words (shown in the report).
+        shown: True when the interval shows the claim's side.
+        opposite: True when the interval shows the other side.
+    """
+
+    text: str
+    shown: Callable[[list[float]], bool]
+    opposite: Callable[[list[float]], bool]
+
+
+def _outcome(item: dict[str, Any], rule: Rule) -> str:
+    ci = item["ci95"]
+    if not all(math.isfinite(v) for v in ci):  # a NaN interval shows nothing either way
+        return "unclear"
+    if rule.shown(ci):
+        return "shown"
+    return "opposite" if rule.opposite(ci) else "unclear"
 
 
 def _group(
     items: dict[str, dict[str, Any]],
-    rule: str,
-    passes: Callable[[dict[str, Any]], bool],
+    rule: Rule,
     missing: str,
+    *,
     unmatched: list[str] | None = None,
     blocked: str | None = None,
+    absent: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A test over every item: passes only when every item passes (None when there are none).
+    """A test over every item, with its ``outcome``: ``opposite`` when some item shows the
+    other side, else ``missing`` (no items, ``blocked`` or declared items ``absent``), else
+    ``unclear`` when some item is unclear, else ``shown``. ``passes`` is True / False / None
+    (not evaluated) for the same outcome.
 
     ``unmatched`` names attacks or probes only one model has: shown, never silently dropped.
-    ``blocked`` (a reason) marks the test not evaluated although its items are shown.
+    ``blocked`` (a reason) marks the test not evaluated although its items are shown: its
+    intervals cannot be read (one seed without bootstrap).
     """
-    for item in items.values():  # a NaN interval shows nothing, whatever the rule
-        item["passes"] = all(math.isfinite(v) for v in item["ci95"]) and bool(passes(item))
-    group: dict[str, Any] = {"rule": rule, "items": items}
+    for item in items.values():
+        item["outcome"] = _outcome(item, rule)
+        item["passes"] = item["outcome"] == "shown"
+    group: dict[str, Any] = {"rule": rule.text, "items": items}
     if unmatched:
         group["unmatched"] = unmatched
-    group["passes"] = all(i["passes"] for i in items.values()) if items else None
-    if not items or blocked:
-        group["passes"] = None
-        group["missing"] = blocked or missing
+    outcomes = {i["outcome"] for i in items.values()}
+    reasons = [blocked] if blocked else []
+    if not items:
+        reasons.append(missing)
+    if absent and items:  # with no items at all, `missing` already says it
+        reasons.append(f"declared but without results for both models: {', '.join(absent)}")
+    if "opposite" in outcomes and not blocked:
+        group["outcome"] = "opposite"
+    elif reasons:
+        group["outcome"] = "missing"
+        group["missing"] = "; ".join(reasons)
+    else:
+        group["outcome"] = "unclear" if "unclear" in outcomes else "shown"
+    group["passes"] = {"shown": True, "missing": None}.get(group["outcome"], False)
     return group
 
 
@@ -221,8 +324,8 @@ def _no_intervals(runs: list[dict[str, Any]], kind: str) -> str | None:
     return None
 
 
-def _above_zero(item: dict[str, Any]) -> bool:
-    return item["ci95"][0] > 0
+#: Interval entirely above 0: shown; entirely below 0: the opposite.
+ABOVE_ZERO = (lambda ci: ci[0] > 0, lambda ci: ci[1] < 0)
 
 
 def _baselines(runs: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str, float]:
@@ -237,18 +340,25 @@ def _baselines(runs: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str
 
 
 def _verdict(groups: dict[str, dict[str, Any]]) -> tuple[str, str]:
-    """The claim's verdict and a one-line reason from its tests."""
-    missing = [g["missing"] for g in groups.values() if g["passes"] is None]
-    if missing:
-        return "not evaluated", "; ".join(missing)
-    failed = {
-        name: [item for item, v in g["items"].items() if not v["passes"]]
-        for name, g in groups.items()
-        if not g["passes"]
-    }
-    if failed:
-        parts = [f"{name} ({', '.join(items)})" for name, items in failed.items()]
-        return "does not hold", "not shown for " + "; ".join(parts)
+    """The claim's verdict and a one-line reason from its tests (see the module doc)."""
+
+    def where(outcome: str) -> str:
+        parts = []
+        for name, g in groups.items():
+            items = [i for i, v in g["items"].items() if v["outcome"] == outcome]
+            if g["outcome"] == outcome:
+                parts.append(f"{name} ({', '.join(items)})")
+        return "; ".join(parts)
+
+    outcomes = {g["outcome"] for g in groups.values()}
+    if "opposite" in outcomes:
+        return "does not hold", "the opposite is shown for " + where("opposite")
+    if "missing" in outcomes:
+        return "not evaluated", "; ".join(g["missing"] for g in groups.values() if "missing" in g)
+    if "unclear" in outcomes:
+        return "inconclusive", (
+            "nothing contradicts it, but an interval overlaps the line for " + where("unclear")
+        )
     return "holds", "shown for every " + " and every ".join(_unit(n) for n in groups)
 
 
@@ -268,60 +378,123 @@ def _claim(key: str, runs: list[dict[str, Any]], groups: dict[str, dict[str, Any
     }
 
 
-def _claim_membership(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    items = _items(runs, MIA, SUPERVISED, CONTRASTIVE)
+def _membership_group(
+    runs: list[dict[str, Any]], pair: tuple[str, str], rule: Rule, attacks: list[str]
+) -> dict[str, Any]:
+    """``pair[0] - pair[1]`` attack accuracy for the entries of the configured ``attacks``."""
+
+    def keep(name: str) -> bool:
+        return attack_family(name) in attacks
+
+    items = _items(runs, MIA, *pair, keep)
+    return _group(
+        items,
+        rule,
+        f"no membership-inference results for both the {_NAMES[pair[0]]} and the "
+        f"{_NAMES[pair[1]]} model",
+        unmatched=_unmatched(runs, MIA, *pair, keep),
+        blocked=_no_intervals(runs, MIA),
+        absent=_undeclared_missing(attacks, items, attack_family),
+    )
+
+
+def _attribute_group(
+    runs: list[dict[str, Any]], pair: tuple[str, str], rule: Rule, probes: list[str]
+) -> dict[str, Any]:
+    """``pair[0] - pair[1]`` probe accuracy for the declared ``probes``."""
+
+    def keep(name: str) -> bool:
+        return name in probes
+
+    items = _items(runs, AIA, *pair, keep)
     group = _group(
         items,
-        "supervised minus contrastive attack accuracy: 95% interval above 0, for every attack",
-        _above_zero,
-        "no membership-inference results for both the supervised and the contrastive model",
-        _unmatched(runs, MIA, SUPERVISED, CONTRASTIVE),
-        _no_intervals(runs, MIA),
+        rule,
+        f"no attribute-inference results for both the {_NAMES[pair[0]]} and the "
+        f"{_NAMES[pair[1]]} model",
+        unmatched=_unmatched(runs, AIA, *pair, keep),
+        blocked=_no_intervals(runs, AIA),
+        absent=_undeclared_missing(probes, items, lambda n: n),
     )
+    group["majority_baseline"] = _baselines(runs, pair)
+    return group
+
+
+_CLAIM1 = Rule(
+    "supervised minus contrastive attack accuracy: 95% interval above 0, for every attack",
+    *ABOVE_ZERO,
+)
+_CLAIM2 = Rule(
+    "contrastive minus supervised probe accuracy: 95% interval above 0, for every probe",
+    *ABOVE_ZERO,
+)
+_CLAIM3_ATTRIBUTE = Rule(
+    "contrastive minus Talos probe accuracy: 95% interval above 0 (lowered), for every probe",
+    *ABOVE_ZERO,
+)
+_CLAIM3_UTILITY = Rule(
+    f"contrastive minus Talos task accuracy: 95% interval at or below {UTILITY_TOLERANCE}",
+    lambda ci: ci[1] <= UTILITY_TOLERANCE,
+    lambda ci: ci[0] > UTILITY_TOLERANCE,
+)
+_CLAIM3_MEMBERSHIP = Rule(
+    "Talos minus contrastive attack accuracy: 95% interval not entirely above 0, for every attack",
+    lambda ci: not ci[0] > 0,
+    lambda ci: ci[0] > 0,
+)
+
+
+def _claim_membership(runs: list[dict[str, Any]], attacks: list[str]) -> dict[str, Any]:
+    group = _membership_group(runs, (SUPERVISED, CONTRASTIVE), _CLAIM1, attacks)
     return _claim("1", runs, {"membership": group})
 
 
-def _claim_attribute(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    items = _items(runs, AIA, CONTRASTIVE, SUPERVISED)
-    group = _group(
-        items,
-        "contrastive minus supervised probe accuracy: 95% interval above 0, for every probe",
-        _above_zero,
-        "no attribute-inference results for both the contrastive and the supervised model",
-        _unmatched(runs, AIA, CONTRASTIVE, SUPERVISED),
-        _no_intervals(runs, AIA),
-    )
-    group["majority_baseline"] = _baselines(runs, (SUPERVISED, CONTRASTIVE))
+def _claim_attribute(runs: list[dict[str, Any]], probes: list[str]) -> dict[str, Any]:
+    group = _attribute_group(runs, (CONTRASTIVE, SUPERVISED), _CLAIM2, probes)
     return _claim("2", runs, {"attribute": group})
 
 
-def _claim_talos(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    attribute = _group(
-        _items(runs, AIA, CONTRASTIVE, TALOS),
-        "contrastive minus Talos probe accuracy: 95% interval above 0 (lowered), for every probe",
-        _above_zero,
-        "no attribute-inference results for both the contrastive and the Talos model",
-        _unmatched(runs, AIA, CONTRASTIVE, TALOS),
-        _no_intervals(runs, AIA),
-    )
-    attribute["majority_baseline"] = _baselines(runs, (CONTRASTIVE, TALOS))
+def _claim_talos(runs: list[dict[str, Any]], attacks: list[str], probes: list[str]) -> dict:
+    attribute = _attribute_group(runs, (CONTRASTIVE, TALOS), _CLAIM3_ATTRIBUTE, probes)
     utility = _group(
         _utility_items(runs),
-        f"contrastive minus Talos task accuracy: 95% interval at or below {UTILITY_TOLERANCE}",
-        lambda item: item["ci95"][1] <= UTILITY_TOLERANCE,
+        _CLAIM3_UTILITY,
         "no task accuracy (or no target-test size) for both the contrastive and the Talos model",
     )
     utility["tolerance"] = UTILITY_TOLERANCE
-    membership = _group(
-        _items(runs, MIA, TALOS, CONTRASTIVE),
-        "Talos minus contrastive attack accuracy: 95% interval not above 0, for every attack",
-        lambda item: not _above_zero(item),
-        "no membership-inference results for both the contrastive and the Talos model",
-        _unmatched(runs, MIA, TALOS, CONTRASTIVE),
-        _no_intervals(runs, MIA),
-    )
+    membership = _membership_group(runs, (TALOS, CONTRASTIVE), _CLAIM3_MEMBERSHIP, attacks)
     groups = {"attribute": attribute, "utility": utility, "membership": membership}
     return _claim("3", runs, groups)
+
+
+def other_families(runs: list[dict[str, Any]], basis: list[str]) -> list[str]:
+    """Configured attacks outside the basis that some model has results for, in a fixed order
+    (:data:`FAMILY_LABELS`, then any other by name)."""
+    found = {
+        attack_family(name)
+        for run in runs
+        for method in PAPER_METHODS
+        for name, entry in (_get(run, method, MIA) or {}).items()
+        if isinstance(entry, dict)
+    }
+    found -= set(basis)
+    order = list(FAMILY_LABELS)
+    return sorted(found, key=lambda f: (order.index(f) if f in order else len(order), f))
+
+
+def _with_families(claim: dict[str, Any], judge: Callable[[list[str]], dict], families: list[str]):
+    """Claim ``claim`` plus one verdict per other attack family (``families``), each judged by
+    ``judge`` on that family's attacks alone."""
+    claim["families"] = {}
+    for family in families:
+        alone = judge([family])
+        claim["families"][family] = {
+            "label": FAMILY_LABELS.get(family, family),
+            "verdict": alone["verdict"],
+            "reason": alone["reason"],
+            "tests": {"membership": alone["tests"]["membership"]},
+        }
+    return claim
 
 
 def _utility_items(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -412,20 +585,39 @@ def judge_claims(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The paper's three claims, judged by the rules of this module's docstring.
 
     Args:
-        results: A ``results.json`` dict: one seed's, or an aggregate with ``per_seed``.
+        results: A ``results.json`` dict: one seed's, or an aggregate with ``per_seed``; its
+            ``meta.claims_basis`` declares the attacks and probes (the paper's when absent).
 
     Returns:
         ``{"1": claim, "2": claim, "3": claim}``; each claim has ``claim`` (the statement),
         ``verdict`` (one of :data:`VERDICTS`), ``reason``, ``seeds`` (how many seeds it rests
-        on) and ``tests`` ``{name: {"rule", "passes" (None: not evaluated), "items": {attack or
-        probe: {"models", "values", "difference", "ci95", "seeds", "method", "passes"}}}}``.
+        on), ``basis`` (the declared attacks or probes it rests on), ``tests`` ``{name: {"rule",
+        "outcome", "passes" (None: not evaluated), "items": {attack or probe: {"models",
+        "values", "difference", "ci95", "seeds", "method", "outcome", "passes"}}}}`` and, for
+        claims 1 and 3, ``families`` ``{attack: {"label", "verdict", "reason", "tests"}}``: the
+        claim judged on each other configured attack alone.
     """
     runs = seed_runs(results)
-    return {
-        "1": _claim_membership(runs),
-        "2": _claim_attribute(runs),
-        "3": _claim_talos(runs),
+    basis = claims_basis(results)
+    attacks, probes = basis["membership_attacks"], basis["attribute_probes"]
+    families = other_families(runs, attacks)
+    claims = {
+        "1": _with_families(
+            _claim_membership(runs, attacks),
+            lambda chosen: _claim_membership(runs, chosen),
+            families,
+        ),
+        "2": _claim_attribute(runs, probes),
+        "3": _with_families(
+            _claim_talos(runs, attacks, probes),
+            lambda chosen: _claim_talos(runs, chosen, probes),
+            families,
+        ),
     }
+    claims["1"]["basis"] = {"membership_attacks": attacks}
+    claims["2"]["basis"] = {"attribute_probes": probes}
+    claims["3"]["basis"] = {"membership_attacks": attacks, "attribute_probes": probes}
+    return claims
 
 
 def claim_problems(claims: Any) -> list[str]:
@@ -448,6 +640,19 @@ def claim_problems(claims: Any) -> list[str]:
             if not isinstance(claim.get(field), str):
                 problems.append(f"{where}.{field} must be a string")
         problems += _test_problems(claim.get("tests"), f"{where}.tests")
+        problems += _family_problems(claim.get("families", {}), f"{where}.families")
+    return problems
+
+
+def _family_problems(families: Any, where: str) -> list[str]:
+    if not isinstance(families, dict):
+        return [f"{where} must be an object"]
+    problems = []
+    for name, family in families.items():
+        if not isinstance(family, dict) or family.get("verdict") not in VERDICTS:
+            problems.append(f"{where}.{name}.verdict must be one of {', '.join(VERDICTS)}")
+            continue
+        problems += _test_problems(family.get("tests"), f"{where}.{name}.tests")
     return problems
 
 

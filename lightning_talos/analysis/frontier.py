@@ -117,6 +117,9 @@ def frontier_rows(
 def _variant_label(name: str, entry: dict[str, Any], labels: dict[str, str]) -> str:
     """A DP variant nobody registered in this process (``compare`` reads no config): its base
     method's label and target epsilon, else its key."""
-    epsilon = (entry.get("defence") or {}).get("target_epsilon")
+    defence = entry.get("defence") or {}
+    epsilon = defence.get("target_epsilon")
+    if epsilon is None and defence.get("noise_multiplier") == 0:
+        epsilon = math.inf  # clipping only
     base = next((b for b in labels if name.startswith(f"{b}_")), None)
     return f"{labels[base]} eps={epsilon:g}" if base and epsilon is not None else name

@@ -12,7 +12,13 @@ models that did and did not train on ``x``:
 The ratio ``r(x) = Pr(x | theta) / Pr(x)`` is compared pairwise with population points ``z``
 from the attacker's data (non-members of the attacked model): ``LR(x, z) = r(x) / r(z)`` and
 
-    ``score(x) = fraction of z with LR(x, z) >= gamma``.
+    ``score(x) = fraction of z with LR(x, z) > gamma``.
+
+Settings as the authors run them (ML Privacy Meter, ``modules/mia/attacks/rmia.py``):
+``run_rmia`` counts the population points with ``ratios > 1.0``, so :data:`DEFAULT_GAMMA` is 1
+with a strict inequality; ``tune_offline_a`` picks ``a`` from ``0, 0.1, ..., 1`` by the AUC of
+RMIA against a reference model whose membership the attacker knows, never the target:
+:func:`tune_offline_a` does the same, averaged over every reference as the pseudo-target.
 
 ``Pr(z)`` is computed by the same rule as ``Pr(x)`` (in offline mode from the references that
 did not train on ``z``). With augmented queries (:func:`~lightning_talos.attacks.lira.query_logits`)
@@ -22,15 +28,21 @@ population then has to come from the half of the attacker's data that reference 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from lightning_talos.attacks.lira import Signals, broadcast_labels
-from lightning_talos.attacks.metrics import threshold_metrics
+from lightning_talos.attacks.metrics import rank_auc, threshold_metrics
 
 # Floor on a marginal Pr(x) before dividing by it (an example every reference gets wrong).
 _TINY = 1e-300
+#: The likelihood-ratio threshold of the authors' code (``ratios > 1.0``).
+DEFAULT_GAMMA = 1.0
+#: The offline ``a`` values ``tune_offline_a`` tries (the authors' ``np.arange(0, 1.1, 0.1)``).
+A_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 
 
 def true_class_probability(
@@ -101,7 +113,7 @@ def rmia_scores(
     *,
     online: bool = False,
     a: float = 0.3,
-    gamma: float = 2.0,
+    gamma: float = DEFAULT_GAMMA,
 ) -> np.ndarray:
     """RMIA scores (higher = member) of the attacked model's examples ``x``.
 
@@ -111,8 +123,8 @@ def rmia_scores(
         z: The same for the population points ``[M, Q]`` / ``[K, M, Q]`` / ``[K, M]``.
         online: See :func:`marginal_probability`.
         a: Offline interpolation parameter, in ``[0, 1]`` (ignored online).
-        gamma: Likelihood-ratio threshold, ``> 0``: ``z`` counts when ``r(x) >= gamma * r(z)``
-            (the same as ``LR(x, z) >= gamma``, without dividing by a zero ``r(z)``; exact ties
+        gamma: Likelihood-ratio threshold, ``> 0``: ``z`` counts when ``r(x) > gamma * r(z)``
+            (the same as ``LR(x, z) > gamma``, without dividing by a zero ``r(z)``; exact ties
             at ``gamma`` may resolve either way under float rounding).
 
     Returns:
@@ -140,9 +152,9 @@ def rmia_scores(
     ratio_z = pz / np.maximum(marginal_probability(refs_z, incl_z, online=online, a=a), _TINY)
     scores = np.zeros(len(px))
     for q in range(px.shape[1]):
-        # count of z with gamma * r(z) <= r(x): one sort and a binary search per x
+        # count of z with gamma * r(z) < r(x): one sort and a binary search per x
         bar = np.sort(gamma * ratio_z[:, q])
-        scores += np.searchsorted(bar, ratio_x[:, q], side="right") / len(bar)
+        scores += np.searchsorted(bar, ratio_x[:, q], side="left") / len(bar)
     return scores / px.shape[1]
 
 
@@ -154,7 +166,7 @@ def rmia_attack(
     shadow_population: Signals | None = None,
     online: bool = False,
     a: float = 0.3,
-    gamma: float = 2.0,
+    gamma: float = DEFAULT_GAMMA,
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict:
@@ -210,3 +222,57 @@ def rmia_attack(
         queries=int(refs.shape[2]),
     )
     return out
+
+
+def tune_offline_a(
+    references: Signals, population: Signals, *, gamma: float = DEFAULT_GAMMA
+) -> dict[str, Any]:
+    """Offline ``a`` chosen on the reference models alone (the target is never used).
+
+    Each reference ``j`` in turn is the attacked model: RMIA scores its own candidates with the
+    other references, and the AUC against ``j``'s known inclusion is recorded for every ``a``
+    of :data:`A_GRID`. The ``a`` with the highest mean AUC over the pseudo-targets wins (ties:
+    the smallest, as the authors' loop keeps the first maximum). A candidate enters ``j``'s
+    attack only when some other reference did not train on it; a population point only when
+    ``j`` and some other reference did not.
+
+    Args:
+        references: ``model`` unused; ``references`` ``[K, N, Q]`` ``Pr(x | theta_k)`` on the
+            references' candidates, ``inclusion`` ``bool [K, N]``.
+        population: The same for the population points ``[K, M, Q]`` / ``[K, M]``.
+        gamma: Likelihood-ratio threshold of the scores.
+
+    Returns:
+        ``{"a": best, "grid": [...], "auc": [mean AUC per grid value], "pseudo_targets": n}``.
+
+    Raises:
+        ValueError: If fewer than three references are given, or no reference can be attacked
+            (no candidates of both kinds with an OUT reference among the others).
+    """
+    _, refs, incl = references.arrays()
+    _, refs_z, incl_z = population.arrays()
+    k = refs.shape[0]
+    if k < 3:
+        raise ValueError(f"tuning a needs 3 references (one attacked, two for it), got {k}")
+    totals, used = np.zeros(len(A_GRID)), 0
+    for j in range(k):
+        others = np.arange(k) != j
+        keep_x = (~incl[others]).any(axis=0)
+        keep_z = ~incl_z[j] & (~incl_z[others]).any(axis=0)
+        truth = incl[j, keep_x]
+        if truth.all() or not truth.any() or not keep_z.any():
+            continue
+        x = Signals(refs[j][keep_x], refs[others][:, keep_x], incl[others][:, keep_x])
+        z = Signals(refs_z[j][keep_z], refs_z[others][:, keep_z], incl_z[others][:, keep_z])
+        for i, a in enumerate(A_GRID):
+            totals[i] += rank_auc(rmia_scores(x, z, a=a, gamma=gamma), truth)
+        used += 1
+    if used == 0:
+        raise ValueError("no reference has candidates of both kinds to tune a on")
+    mean = totals / used
+    return {
+        "a": float(A_GRID[int(np.argmax(mean))]),
+        "grid": list(A_GRID),
+        "auc": [float(v) for v in mean],
+        "pseudo_targets": used,
+    }

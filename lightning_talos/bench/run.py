@@ -43,6 +43,7 @@ from lightning_talos.bench.launchers import audit_local_vs_sequential, slurm_sub
 from lightning_talos.bench.other import attacks, augmentation
 from lightning_talos.bench.training import data_path, framework_overhead, precision_layout
 from lightning_talos.config.load import compose
+from lightning_talos.runs.records import git_commit
 
 #: Without ``experiment=``: the CPU preset, shrunk so the whole run takes ~2-3 min on 2 cores.
 #: Later ``key=value`` arguments override these.
@@ -114,6 +115,7 @@ def run_bench(cfg: DictConfig, *, steps: int = 8, rounds: int = 3, out: Path) ->
         }
     report["machine"] = machine()
     report["config"] = bench.info()
+    report["git_commit"] = git_commit()  # for the README's bench block
     report["wall_s"] = time.perf_counter() - started
     out.write_text(json.dumps(report, indent=2, default=float) + "\n")
     print(table(report))

@@ -37,6 +37,7 @@ AT_LEAST_ONE = (
     "launcher.attack.time_min",
     "launcher.attack.nodes",
     "launcher.attack.cpus_per_task",
+    "dp.augmult",
 )
 
 #: Settings that are null (off, or "use the default") or at least 1.
@@ -46,6 +47,7 @@ NULL_OR_AT_LEAST_ONE = (
     "supervised.max_epochs",
     "talos.max_epochs",
     "dp.max_epochs",
+    "dp.batch_size",
     "trainer.checkpoint_every_n_steps",
 )
 
@@ -67,8 +69,62 @@ def check_config(cfg: DictConfig) -> None:
     """
     check_interpolations(cfg)
     check_counts(cfg)
+    check_claims_basis(cfg)
+    check_rmia(cfg)
+    check_dp(cfg)
     check_run_name(cfg.run.name)
     check_run_dir(cfg.run.dir)
+
+
+def check_claims_basis(cfg: DictConfig) -> None:
+    """A claim needs a declared basis: at least one attack and one probe, each named once.
+
+    Raises:
+        UserError: naming the empty or repeating ``claims.*`` key.
+    """
+    for key in ("membership_attacks", "attribute_probes"):
+        values = [str(v) for v in cfg.claims[key]]
+        if not values:
+            raise UserError(f"'claims.{key}' must name at least one {key.split('_')[1][:-1]}")
+        if len(set(values)) != len(values):
+            raise UserError(f"'claims.{key}' names a value twice: {values}")
+
+
+def check_rmia(cfg: DictConfig) -> None:
+    """``mia.rmia_a`` is a number in [0, 1] or ``auto``; ``auto`` offline needs 3 references
+    when RMIA runs (one attacked in turn, two to attack it with).
+
+    Raises:
+        UserError: naming ``mia.rmia_a`` or ``mia.rmia_gamma``.
+    """
+    a = cfg.mia.rmia_a
+    if not (a == "auto" or (_is_number(a) and 0 <= a <= 1)):
+        raise UserError(f"'mia.rmia_a' must be auto or a number in [0, 1], got {a}")
+    if not cfg.mia.rmia_gamma > 0:
+        raise UserError(f"'mia.rmia_gamma' must be > 0, got {cfg.mia.rmia_gamma}")
+    offline = str(cfg.mia.reference_mode) == "offline"
+    if a == "auto" and offline and "rmia" in map(str, cfg.attacks) and cfg.mia.references < 3:
+        raise UserError(
+            f"'mia.rmia_a=auto' tunes a on the references and needs at least 3 "
+            f"(mia.references={cfg.mia.references}); set mia.rmia_a to a number in [0, 1]"
+        )
+
+
+def check_dp(cfg: DictConfig) -> None:
+    """DP settings a count check does not cover.
+
+    Raises:
+        UserError: naming ``dp.noise_multiplier`` or ``dp.augmult_shift``.
+    """
+    noise = cfg.dp.noise_multiplier
+    if noise is not None and noise < 0:
+        raise UserError(f"'dp.noise_multiplier' must be null or >= 0, got {noise}")
+    if cfg.dp.augmult_shift < 0:
+        raise UserError(f"'dp.augmult_shift' must be >= 0, got {cfg.dp.augmult_shift}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_interpolations(cfg: DictConfig) -> None:

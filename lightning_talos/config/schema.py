@@ -306,10 +306,12 @@ class MIAConfig:
     lira_flip: bool = True
     lira_shifts: list[int] = field(default_factory=lambda: [0])
     lira_global_variance_below: int = 64
-    # RMIA: likelihood-ratio threshold gamma, offline interpolation a, population size and
-    # softmax temperature (Zarifzadeh et al.'s defaults).
-    rmia_gamma: float = 2.0
-    rmia_a: float = 0.3
+    # RMIA as its authors' code runs it (ML Privacy Meter, modules/mia/attacks/rmia.py):
+    # population points counted when the likelihood ratio exceeds gamma = 1; the offline
+    # interpolation a in [0, 1], or auto: tuned on the reference models only (tune_offline_a,
+    # needs 3 references offline); population size and softmax temperature.
+    rmia_gamma: float = 1.0
+    rmia_a: Any = "auto"
     rmia_population: int = 1000
     rmia_temperature: float = 1.0
     # Encoder attacks (attacks=[...,encoder]): augmented views per image, the MLP on their
@@ -333,6 +335,19 @@ class AIAConfig:
 
 
 @dataclass
+class ClaimsConfig:
+    """The attacks and probes each of the paper's claims is judged on, declared before anything
+    runs (analysis/claims.py). The paper's by default: its membership attacks (NN, the four metric
+    attacks, label-only) and the three probes the report runs; any other attack that runs
+    (augmentation, LiRA, RMIA, encoder) gets its own verdict line beside the headline."""
+
+    membership_attacks: list[MiaAttack] = field(
+        default_factory=lambda: [MiaAttack(a) for a in ("nn", "metric", "label_only")]
+    )
+    attribute_probes: list[AiaProbe] = field(default_factory=lambda: list(AiaProbe))
+
+
+@dataclass
 class LeaceConfig:
     """The LEACE-defended contrastive model (method ``leace``): frozen encoder -> eraser fitted
     on the role's train quarter and its attribute -> linear layer (``linear`` settings)."""
@@ -351,6 +366,16 @@ class DPConfig:
     epsilon: Any = 8.0
     delta: float | None = None  # null = min(1 / (2 x quarter size), 1e-5)
     max_grad_norm: float = 1.0  # per-sample clipping norm C
+    # null: the smallest noise meeting dp.epsilon; a number >= 0: that noise multiplier, and
+    # dp.epsilon is not used (0: clipping only, reported as epsilon infinity).
+    noise_multiplier: float | None = None
+    # Expected Poisson batch size (null = data.batch_size); DP-SGD wants large batches: the
+    # noise is added once per step and divided by the batch (Tramer & Boneh 2021).
+    batch_size: int | None = None
+    # Augmentation multiplicity (De et al. 2022): views per sampled image, their gradients
+    # averaged before clipping (random flip + shift of up to augmult_shift px).
+    augmult: int = 1
+    augmult_shift: int = 0
     accountant: DpAccountant = DpAccountant.rdp
     # Not tuned for DP-SGD: Adam without weight decay, as the synthetic supervised preset.
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.0))
@@ -407,3 +432,4 @@ class Config:
     mia: MIAConfig = field(default_factory=MIAConfig)
     aia: AIAConfig = field(default_factory=AIAConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    claims: ClaimsConfig = field(default_factory=ClaimsConfig)

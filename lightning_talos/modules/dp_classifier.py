@@ -27,9 +27,12 @@ ones, which changes the numbers, not the guarantee.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
 from opacus.accountants import create_accountant
 from opacus.grad_sample import GradSampleHooks
 from opacus.optimizers import DPOptimizer
@@ -62,10 +65,18 @@ class DPSupervisedClassifier(SupervisedClassifier):
         train_size: Training samples ``n`` (the role's train quarter).
         batch_size: Expected batch size; the sampling rate is ``batch_size / train_size``.
         epochs: Epochs the noise is calibrated for.
-        epsilon: Target epsilon after ``epochs`` epochs.
+        epsilon: Target epsilon after ``epochs`` epochs (``None`` with ``noise_multiplier``).
         delta: Target delta; ``None`` means ``min(1 / (2 n), 1e-5)``.
         max_grad_norm: Per-sample clipping norm ``C``.
         accountant: ``rdp`` (Renyi DP, the conventional one) or ``prv`` (tighter, slower).
+        noise_multiplier: ``None``: the smallest noise meeting ``epsilon``; a number ``>= 0``:
+            that noise, ``epsilon`` unused (``0``: clipping only, no privacy guarantee, its
+            epsilon reported as infinite).
+        augmult: Augmentation multiplicity ``K`` (De et al. 2022): each sampled image enters
+            the step as ``K`` views (random flip and shift of up to ``augmult_shift`` pixels,
+            reflect padding), and its gradient is the mean over its views *before* clipping,
+            so the sensitivity stays one sample's and the privacy cost is unchanged.
+        augmult_shift: Largest random shift of a view, in pixels (0: flips only).
         channels_last: Accepted so the call matches :class:`SupervisedClassifier`, and
             ignored: Opacus' per-sample convolution gradients are wrong in channels-last
             layout, so this module always runs contiguous (recorded as False).
@@ -84,11 +95,14 @@ class DPSupervisedClassifier(SupervisedClassifier):
         train_size: int,
         batch_size: int,
         epochs: int,
-        epsilon: float,
+        epsilon: float | None,
         delta: float | None = None,
         max_grad_norm: float = 1.0,
         accountant: str = "rdp",
         channels_last: bool = False,
+        noise_multiplier: float | None = None,
+        augmult: int = 1,
+        augmult_shift: int = 0,
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -106,19 +120,30 @@ class DPSupervisedClassifier(SupervisedClassifier):
             raise ValueError(f"need 1 <= batch_size <= train_size, got {batch_size}, {train_size}")
         if epochs < 1 or max_grad_norm <= 0:
             raise ValueError(f"need epochs >= 1, max_grad_norm > 0; got {epochs}, {max_grad_norm}")
+        if augmult < 1 or augmult_shift < 0:
+            raise ValueError(
+                f"need augmult >= 1, augmult_shift >= 0; got {augmult}, {augmult_shift}"
+            )
         if accountant not in ACCOUNTANTS:
             raise ValueError(f"unknown accountant {accountant!r}; valid: {', '.join(ACCOUNTANTS)}")
         self.encoder = dp_compatible(self.encoder)
         self.sample_rate = batch_size / train_size
         self.delta = default_delta(train_size) if delta is None else float(delta)
         self.planned_steps = epochs * steps_per_epoch(self.sample_rate)
-        self.noise_multiplier = noise_for_epsilon(
-            epsilon=epsilon,
-            delta=self.delta,
-            sample_rate=self.sample_rate,
-            steps=self.planned_steps,
-            accountant=accountant,
-        )
+        if noise_multiplier is not None:
+            if noise_multiplier < 0:
+                raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
+            self.noise_multiplier = float(noise_multiplier)
+        elif epsilon is None:
+            raise ValueError("give epsilon or noise_multiplier")
+        else:
+            self.noise_multiplier = noise_for_epsilon(
+                epsilon=epsilon,
+                delta=self.delta,
+                sample_rate=self.sample_rate,
+                steps=self.planned_steps,
+                accountant=accountant,
+            )
         self.accountant = create_accountant(mechanism=accountant)
         self._hooks: GradSampleHooks | None = None
 
@@ -128,12 +153,18 @@ class DPSupervisedClassifier(SupervisedClassifier):
         """What the steps taken so far cost, and the settings that made them.
 
         Returns:
-            ``epsilon`` (the accountant's, 0 before any step), ``delta``, ``noise_multiplier``,
-            ``max_grad_norm``, ``sample_rate``, ``steps`` (taken), ``planned_steps``,
-            ``target_epsilon`` and ``accountant``.
+            ``epsilon`` (the accountant's, 0 before any step; ``None`` = infinite, without
+            noise), ``delta``, ``noise_multiplier``, ``max_grad_norm``, ``sample_rate``,
+            ``steps`` (taken), ``planned_steps``, ``target_epsilon`` (``None``: the noise was
+            set, not calibrated) and ``accountant``.
         """
         steps = sum(int(n) for _, _, n in self.accountant.history)
-        epsilon = float(self.accountant.get_epsilon(delta=self.delta)) if steps else 0.0
+        epsilon: float | None = 0.0
+        if steps and self.noise_multiplier == 0:
+            epsilon = None  # clipping alone bounds nothing: infinite epsilon
+        elif steps:
+            epsilon = float(self.accountant.get_epsilon(delta=self.delta))
+        target = self.hparams.epsilon
         return {
             "epsilon": epsilon,
             "delta": self.delta,
@@ -142,8 +173,10 @@ class DPSupervisedClassifier(SupervisedClassifier):
             "sample_rate": self.sample_rate,
             "steps": steps,
             "planned_steps": self.planned_steps,
-            "target_epsilon": float(self.hparams.epsilon),
+            "target_epsilon": None if self.hparams.noise_multiplier is not None else float(target),
             "accountant": str(self.hparams.accountant),
+            "batch_size": int(self.hparams.batch_size),
+            "augmult": int(self.hparams.augmult),
         }
 
     def dp_optimizer(self) -> DPOptimizer:
@@ -240,16 +273,38 @@ class DPSupervisedClassifier(SupervisedClassifier):
             )
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        logits = self(batch.image)
-        if batch.label.numel() == 0:
+        views = int(self.hparams.augmult)
+        images = batch.image
+        self._empty_batch = batch.label.numel() == 0
+        if self._empty_batch:
             # An empty Poisson batch is still a step: it adds noise, and the accountant counts
-            # it. A zero loss keeps the graph so the hooks see a zero-length batch.
-            return logits.sum() * 0.0
-        return self._train_loss(logits, batch.label, batch_idx)
+            # it. No forward (functorch cannot take a zero-length batch): a zero loss on the
+            # parameters, and zero-length per-sample gradients in on_before_optimizer_step.
+            return sum(p.sum() for p in self.parameters()) * 0.0
+        if views > 1:
+            images = augmented_views(images, views, int(self.hparams.augmult_shift))
+        logits = self(images)
+        return self._train_loss(logits, batch.label.repeat_interleave(views), batch_idx)
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Average each sample's per-view gradients (rows ``i*K .. i*K+K-1``) into one row, so
+        that the DP optimiser clips one gradient per sample (runs after backward, before the
+        clipping in ``DPOptimizer.pre_step``)."""
+        if getattr(self, "_empty_batch", False):
+            for param in self.parameters():
+                param.grad_sample = param.new_zeros((0, *param.shape))
+            return
+        views = int(self.hparams.augmult)
+        if views == 1:
+            return
+        for param in self.parameters():
+            sample = getattr(param, "grad_sample", None)
+            if isinstance(sample, Tensor) and sample.shape[0] % views == 0:
+                param.grad_sample = sample.view(-1, views, *sample.shape[1:]).mean(1)
 
     def on_train_epoch_end(self) -> None:
-        spent = self.privacy_spent()
-        self.log("dp/epsilon", float(spent["epsilon"]), prog_bar=True)
+        epsilon = self.privacy_spent()["epsilon"]
+        self.log("dp/epsilon", math.inf if epsilon is None else float(epsilon), prog_bar=True)
 
     def on_fit_end(self) -> None:
         self.remove_dp_hooks()
@@ -266,3 +321,27 @@ class DPSupervisedClassifier(SupervisedClassifier):
             return
         self.accountant.load_state_dict(state["accountant"])
         self.noise_multiplier = float(state["noise_multiplier"])
+
+
+def augmented_views(images: Tensor, views: int, max_shift: int) -> Tensor:
+    """``views`` random views of each image, grouped per image: ``[B, 3, H, W]`` ->
+    ``[B * views, 3, H, W]`` (rows ``i * views ...`` are image ``i``'s).
+
+    Each view is a horizontal flip with probability 1/2 (the images arrive flipped at random
+    already, and a random flip of that is again a uniform flip), then a shift by up to
+    ``max_shift`` pixels in each direction with reflect padding (De et al. 2022 pad and crop).
+    """
+    x = images.repeat_interleave(views, dim=0)
+    flip = torch.rand(x.shape[0], device=x.device) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if max_shift == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4, mode="reflect")
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), device=x.device)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), device=x.device)
+    rows = dy[:, None] + torch.arange(h, device=x.device)[None]  # [n, h]
+    cols = dx[:, None] + torch.arange(w, device=x.device)[None]  # [n, w]
+    index = torch.arange(n, device=x.device)[:, None, None]
+    # advanced indices around a slice put their dims first: [n, h, w, 3]
+    return padded[index, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()

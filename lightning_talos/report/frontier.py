@@ -31,6 +31,11 @@ def _cell(value: Any, interval: Any = None, signed: bool = False) -> str:
     return text
 
 
+def _epsilon(value: float | None) -> str:
+    """The accountant's epsilon; None (no noise, clipping only) is infinite."""
+    return "inf (no noise)" if value is None else f"{value:.2f}"
+
+
 def frontier_markdown(rows: list[dict[str, Any]], figure: str) -> list[str]:
     """The frontier as a markdown table, with the figure below it."""
     head = (
@@ -40,9 +45,9 @@ def frontier_markdown(rows: list[dict[str, Any]], figure: str) -> list[str]:
     lines = [head, "|---|---|---|---|---|"]
     for r in rows:
         dp = (
-            f"{r['epsilon']:.2f} / {r['delta']:.1e} / {r['max_grad_norm']:g} / "
+            f"{_epsilon(r['epsilon'])} / {r['delta']:.1e} / {r['max_grad_norm']:g} / "
             f"{r['noise_multiplier']:.3f}"
-            if r.get("epsilon") is not None
+            if r.get("noise_multiplier") is not None
             else "–"
         )
         lines.append(

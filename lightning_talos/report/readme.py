@@ -16,9 +16,10 @@ from lightning_talos.report.report import claims, table
 from lightning_talos.stages.registry import method_labels, method_names
 
 
-def start(name: str) -> str:
-    """The opening marker of run ``name``'s block."""
-    return f"<!-- results:{name}:start (written by `make readme` from runs/{name}: do not edit) -->"
+def start(name: str, source: str | None = None) -> str:
+    """The opening marker of block ``name``, written from ``source`` (default ``runs/<name>``)."""
+    source = source or f"runs/{name}"
+    return f"<!-- results:{name}:start (written by `make readme` from {source}: do not edit) -->"
 
 
 def end(name: str) -> str:
@@ -62,15 +63,14 @@ def provenance(results: dict[str, Any]) -> str:
     )
 
 
+def demo_body(results: dict[str, Any]) -> list[str]:
+    """The demo block's parts: provenance, utilities, the paper-style table and the verdicts."""
+    return [provenance(results), utility_table(results), table(results), "\n".join(claims(results))]
+
+
 def demo_block(results: dict[str, Any], name: str) -> str:
-    """The README block: provenance, utilities, the paper-style table and the verdicts."""
-    parts = [
-        provenance(results),
-        utility_table(results),
-        table(results),
-        "\n".join(claims(results)),
-    ]
-    return "\n\n".join([start(name), *parts, end(name)])
+    """The README block of run ``name``: :func:`demo_body` between its markers."""
+    return "\n\n".join([start(name), *demo_body(results), end(name)])
 
 
 def write_readme(readme: Path, results: dict[str, Any], name: str) -> Path:

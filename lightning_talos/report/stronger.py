@@ -1,21 +1,18 @@
 """The report's section "Claim 1 under stronger attacks": LiRA, RMIA and the encoder attacks.
 
 For each attack family, the supervised, contrastive and Talos models at AUC and TPR at 1% and
-0.1% FPR, one log-log ROC figure of every such attack, and claim 1's verdict on that family
-alone: :func:`~lightning_talos.analysis.claims.judge_claims` run on the results with each
-model's membership entries cut down to the family's attacks, so the rule (supervised minus
-contrastive attack accuracy, 95% interval above 0, for every attack of the family) and its
-intervals are the claims module's own. A family that one of the two models lacks (the encoder
-attacks have no supervised counterpart) gets no verdict.
+0.1% FPR, one log-log ROC figure of every such attack, and claims 1 and 3 on that family alone
+as ``results.json`` records them (``claims.<k>.families``, judged by
+:func:`~lightning_talos.analysis.claims.judge_claims` with the family as the only membership
+evidence). A family that one of the two models lacks (the encoder attacks have no supervised
+counterpart) is "not evaluated" for claim 1.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
-from lightning_talos.analysis.claims import judge_claims
 from lightning_talos.analysis.plots import plot_roc
 from lightning_talos.stages.references import ENCODER_ENTRIES
 from lightning_talos.stages.registry import PAPER_ATTACKS, PAPER_METHODS, method_labels
@@ -24,6 +21,8 @@ MIA = PAPER_ATTACKS[0]
 _, CONTRASTIVE, _ = PAPER_METHODS
 #: Attack family -> its ``mia`` entries.
 FAMILIES = {"LiRA": ("lira",), "RMIA": ("rmia",), "Encoder-level": ENCODER_ENTRIES}
+#: Family -> its configured attack (``attacks=[...]``), the key of its verdicts.
+CONFIGURED = {"LiRA": "lira", "RMIA": "rmia", "Encoder-level": "encoder"}
 FIGURE = "roc_stronger.png"
 
 
@@ -33,26 +32,15 @@ def _entries(results: dict[str, Any], method: str) -> dict[str, Any]:
     return mia if isinstance(mia, dict) else {}
 
 
-def family_verdict(results: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    """Claim 1 judged on the attacks ``names`` only (every seed's results cut down alike).
+def family_verdict(results: dict[str, Any], claim: str, family: str) -> dict[str, Any] | None:
+    """Claim ``claim`` judged on the configured attack ``family`` alone, as recorded in
+    ``results["claims"]`` (None when the family is in the claim's basis or absent).
 
     Returns:
-        The claim as :func:`~lightning_talos.analysis.claims.judge_claims` gives it
-        (``verdict``, ``reason``, ``tests``).
+        ``{"label", "verdict", "reason", "tests"}``.
     """
-
-    def cut(run: dict[str, Any]) -> dict[str, Any]:
-        out = copy.deepcopy(run)
-        for method in PAPER_METHODS:
-            mia = _entries(out, method)
-            if mia:
-                out[method][MIA] = {k: v for k, v in mia.items() if k in names}
-        return out
-
-    filtered = cut(results)
-    if results.get("per_seed"):
-        filtered["per_seed"] = [cut(r) for r in results["per_seed"]]
-    return judge_claims(filtered)["1"]
+    entry = (results.get("claims") or {}).get(claim) or {}
+    return (entry.get("families") or {}).get(family)
 
 
 def _cell(entry: dict[str, Any] | None) -> str:
@@ -90,6 +78,30 @@ def _encoder_vs_classifier(results: dict[str, Any]) -> str:
     )
 
 
+def stronger_table(results: dict[str, Any]) -> list[str]:
+    """The section's table (a row per attack, a column per model) and the verdict lines of
+    claims 1 and 3 per family, as markdown lines ([] when the run has none of the attacks)."""
+    present = _present(results)
+    if not present:
+        return []
+    labels = method_labels()
+    header = "| family | attack | " + " | ".join(labels[m] for m in PAPER_METHODS) + " |"
+    lines = [header, "|" + "---|" * (2 + len(PAPER_METHODS))]
+    for family, names in present.items():
+        for name in names:
+            cells = [_cell(_entries(results, method).get(name)) for method in PAPER_METHODS]
+            lines.append(f"| {family} | {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for family in present:
+        for claim in ("1", "3"):
+            judged = family_verdict(results, claim, CONFIGURED[family])
+            if judged:
+                lines.append(
+                    f"- **claim {claim} under {family}**: {judged['verdict']} ({judged['reason']})."
+                )
+    return lines
+
+
 def stronger_attacks_section(results: dict[str, Any], root: Path) -> str:
     """Markdown of the section and its figure ``roc_stronger.png`` in ``root`` ("" when the
     run has none of these attacks)."""
@@ -97,32 +109,23 @@ def stronger_attacks_section(results: dict[str, Any], root: Path) -> str:
     if not present:
         return ""
     labels = method_labels()
-    header = "| family | attack | " + " | ".join(labels[m] for m in PAPER_METHODS) + " |"
     lines = [
         "## Claim 1 under stronger attacks",
         "",
         "Per-example attacks calibrated with reference models (LiRA, RMIA) and attacks on the "
         "encoder itself (EncoderMI-style view similarity; LiRA on it with references). Cells: "
-        "AUC / TPR at 1% FPR / TPR at 0.1% FPR on the target. The verdict is claim 1's rule "
-        "on the family's attacks only (accuracy intervals, as for the paper's attacks).",
+        "AUC / TPR at 1% FPR / TPR at 0.1% FPR on the target. The verdicts are claims 1 and 3 "
+        "judged on the family's attacks only (accuracy intervals, as for the paper's attacks).",
         "",
-        header,
-        "|" + "---|" * (2 + len(PAPER_METHODS)),
+        *stronger_table(results),
     ]
     curves = {}
-    for family, names in present.items():
+    for names in present.values():
         for name in names:
-            cells = []
             for method in PAPER_METHODS:
                 entry = _entries(results, method).get(name)
-                cells.append(_cell(entry))
                 if entry and entry.get("roc"):
                     curves[f"{labels[method]}: {name}"] = entry
-            lines.append(f"| {family} | {name} | " + " | ".join(cells) + " |")
-    lines.append("")
-    for family, names in present.items():
-        claim = family_verdict(results, tuple(names))
-        lines.append(f"- **{family}**: {claim['verdict']} ({claim['reason']}).")
     note = _encoder_vs_classifier(results)
     if note:
         lines += ["", note]

@@ -15,6 +15,7 @@ method's entry).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -105,33 +106,41 @@ def build_dp_supervised(
     ctx: RunContext, role: str, upstream: Mapping[str, Path], epsilon: float | None = None
 ) -> pl.LightningModule:
     """The DP-SGD supervised baseline for ``role``: noise calibrated to ``epsilon`` (default:
-    the one ``dp.epsilon``) over the stage's epochs, at ``data.batch_size`` expected batch size
-    over the role's train quarter.
+    the one ``dp.epsilon``) over the stage's epochs, or ``dp.noise_multiplier`` when set (0:
+    clipping only), at ``data.batch_size`` expected batch size over the role's train quarter.
 
     Raises:
         UserError: when ``dp.epsilon`` lists several values and no ``epsilon`` is given, or
             when the budget cannot be met.
     """
     cfg = ctx.cfg
-    if epsilon is None:
+    noise = cfg.dp.noise_multiplier
+    if noise is not None and (epsilon is not None or len(dp_epsilons(cfg)) > 1):
+        raise UserError("dp.noise_multiplier sets the noise of one model: give one dp.epsilon")
+    if epsilon is None and noise is None:
         values = dp_epsilons(cfg)
         if len(values) > 1:
             raise UserError(
                 f"dp.epsilon={values} lists several targets: train one with method=<name>_eps<E>"
             )
         (epsilon,) = values
+    if epsilon is not None and math.isinf(epsilon):  # dp.epsilon=inf: clipping only
+        epsilon, noise = None, 0.0
     own = cfg.dp.max_epochs  # the stage's epochs (its epochs_section is dp)
     try:
         return DPSupervisedClassifier(
             **model_settings(ctx),
             optim=to_dict(cfg.dp.optim),
             train_size=ctx.splits.quarter_size,
-            batch_size=min(int(cfg.data.batch_size), ctx.splits.quarter_size),
+            batch_size=min(int(cfg.dp.batch_size or cfg.data.batch_size), ctx.splits.quarter_size),
             epochs=int(cfg.trainer.max_epochs if own is None else own),
-            epsilon=float(epsilon),
+            epsilon=None if epsilon is None else float(epsilon),
             delta=cfg.dp.delta,
             max_grad_norm=float(cfg.dp.max_grad_norm),
             accountant=str(cfg.dp.accountant),
+            noise_multiplier=None if noise is None else float(noise),
+            augmult=int(cfg.dp.augmult),
+            augmult_shift=int(cfg.dp.augmult_shift),
         )
     except ValueError as err:  # an unreachable budget or a bad setting: one line
         raise UserError(f"dp: {err}") from None

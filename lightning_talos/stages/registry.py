@@ -497,13 +497,16 @@ LEACE, DP_SUPERVISED = "leace", "dp_supervised"
 
 
 def dp_epsilons(cfg: DictConfig) -> list[float]:
-    """``dp.epsilon`` as a list of targets (one number or a list of them).
+    """``dp.epsilon`` as a list of targets (one number or a list of them; ``inf``: clipping
+    only, no noise).
 
     Raises:
         UserError: for a value that is not a positive number, an empty list or a repeat.
     """
     raw = cfg.dp.epsilon
     values = list(raw) if isinstance(raw, ListConfig | list | tuple) else [raw]
+    # inf (or .inf): clipping only, no noise (an epsilon-infinity point beside the others)
+    values = [float("inf") if str(v).lower() in ("inf", ".inf") else v for v in values]
     numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     if not values or len(numbers) < len(values) or min(numbers) <= 0:
         raise UserError(f"dp.epsilon must be a positive number or a list of them, got {raw}")

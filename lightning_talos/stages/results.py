@@ -79,6 +79,11 @@ def build_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any]:
         # resamples behind the attacks' intervals (0: none; a one-seed verdict then cannot rest
         # on them)
         "bootstrap": {MIA: cfg.mia.bootstrap, AIA: cfg.aia.bootstrap},
+        # what the claims are judged on, declared in the config before anything ran
+        "claims_basis": {
+            "membership_attacks": [str(a) for a in cfg.claims.membership_attacks],
+            "attribute_probes": [str(p) for p in cfg.claims.attribute_probes],
+        },
         **precision_record(cfg.trainer),
         "git_commit": git_commit(),
         "versions": versions(),
@@ -226,7 +231,10 @@ def _defence_problems(defence: Any, where: str) -> list[str]:
         return [f"{where} must be an object naming its defence"]
     if defence["defence"] != DP_SGD:
         return []
-    return [f"{where}.{k} must be a number" for k in DP_KEYS if not _number(defence.get(k))]
+    # epsilon is null (infinite) exactly when no noise was added: clipping alone
+    unbounded = defence.get("epsilon") is None and defence.get("noise_multiplier") == 0
+    keys = [k for k in DP_KEYS if not (k == "epsilon" and unbounded)]
+    return [f"{where}.{k} must be a number" for k in keys if not _number(defence.get(k))]
 
 
 def _utility_problems(utility: Any, where: str) -> list[str]:

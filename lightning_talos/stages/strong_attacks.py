@@ -36,7 +36,7 @@ from lightning_talos.attacks.encoder import (
 )
 from lightning_talos.attacks.lira import Signals, lira_attack, logit_confidence, query_logits
 from lightning_talos.attacks.references import ReferencePlan, population_sample
-from lightning_talos.attacks.rmia import rmia_attack, true_class_probability
+from lightning_talos.attacks.rmia import rmia_attack, true_class_probability, tune_offline_a
 from lightning_talos.data.batched_aug import BatchedSimCLRAugment
 from lightning_talos.data.datamodule import as_float, aug_kwargs
 from lightning_talos.errors import UserError
@@ -186,13 +186,42 @@ def rmia_entry(
     online = str(mia.reference_mode) == "online"
     attacker = np.concatenate([splits.shadow_train, splits.shadow_test])
     shadow_ok = online or bool((~incl[:, cands.shadow]).any(axis=0).all())
-    return rmia_attack(
-        signals("target", cands.target), population("target", attacker),
+    target_population = population("target", attacker)
+    a, tuning = _offline_a(cfg, signals("shadow", cands.shadow), target_population, online)
+    out = rmia_attack(
+        signals("target", cands.target), target_population,
         shadow=signals("shadow", cands.shadow) if shadow_ok else None,
         shadow_population=population("shadow", splits.shadow_test) if shadow_ok else None,
-        online=online, a=mia.rmia_a, gamma=mia.rmia_gamma,
+        online=online, a=a, gamma=mia.rmia_gamma,
         n_bootstrap=mia.bootstrap, seed=cfg.seed,
     )  # fmt: skip
+    if online:
+        out["a"] = None  # the online marginal averages IN and OUT references: no a
+    if tuning is not None:
+        out["a_tuning"] = tuning
+    return out
+
+
+def _offline_a(
+    cfg: DictConfig, candidates: Signals, population: Signals, online: bool
+) -> tuple[float, dict[str, Any] | None]:
+    """``mia.rmia_a``, or with ``auto`` the ``a`` tuned on the references alone (their
+    signals on the attacker's candidates and population; see
+    :func:`~lightning_talos.attacks.rmia.tune_offline_a`) and the tuning record.
+
+    Raises:
+        UserError: when ``auto`` cannot be tuned with these references.
+    """
+    a = cfg.mia.rmia_a
+    if a != "auto":
+        return float(a), None
+    if online:
+        return 1.0, None  # unused online
+    try:
+        tuning = tune_offline_a(candidates, population, gamma=cfg.mia.rmia_gamma)
+    except ValueError as err:
+        raise UserError(f"mia.rmia_a=auto: {err}; set mia.rmia_a to a number in [0, 1]") from None
+    return tuning["a"], tuning
 
 
 def query_cache(source: ModelSource, role: str, index: np.ndarray) -> torch.Tensor:

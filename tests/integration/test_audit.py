@@ -128,7 +128,8 @@ def test_report_renders_from_fixture_results(tmp_path: Path) -> None:
         "talos": model(0.54, 0.62, 0.74),
         "meta": {"dataset": "synthetic", "backbone": "small_cnn", "seeds": [0],
                  "split_hash": "x", "git_commit": None, "versions": {}, "wall_time_s": {},
-                 "quarter_size": 4000},
+                 "quarter_size": 4000,
+                 "claims_basis": {"membership_attacks": ["nn"], "attribute_probes": ["mlp"]}},
     }  # fmt: skip
     results["claims"] = judge_claims(results)
     assert validate_results(results) == []

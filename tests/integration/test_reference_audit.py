@@ -51,12 +51,18 @@ def test_audit_writes_every_stronger_attack_and_the_report_section(
     raw = json.loads((root / "mia-contrastive" / "mia.json").read_text())["attacks"]
     assert raw["lira"]["references"] == 3 and raw["lira"]["threshold_from"] == "shadow"
     assert raw["rmia"]["population"] == 16
+    # gamma and a as the authors run them: a tuned on the references, the value used recorded
+    tuning = raw["rmia"]["a_tuning"]
+    assert raw["rmia"]["gamma"] == 1.0 and raw["rmia"]["a"] == tuning["a"]
+    assert tuning["grid"][tuning["auc"].index(max(tuning["auc"]))] == tuning["a"]
     nodes = {n.name for n in graph(compose(audit_args), with_attribute=True)}
     assert set(completion_ids(root)) == nodes  # every reference stage ran as a stage of the audit
     report = (root / "report.md").read_text()
     section = report.split("## Claim 1 under stronger attacks")[1]
     assert "| LiRA | lira |" in section and "| Encoder-level | encoder_lira |" in section
-    assert "- **RMIA**: " in section and (root / "roc_stronger.png").is_file()
+    assert "- **claim 1 under RMIA**: " in section and "- **claim 3 under LiRA**: " in section
+    assert (root / "roc_stronger.png").is_file()
+    assert results["claims"]["1"]["families"]["rmia"]["label"] == "RMIA"
 
 
 def test_raising_k_trains_only_the_new_references(audit_args: list[str]) -> None:

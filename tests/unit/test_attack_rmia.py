@@ -12,6 +12,7 @@ from lightning_talos.attacks.rmia import (
     rmia_attack,
     rmia_scores,
     true_class_probability,
+    tune_offline_a,
 )
 
 # Two candidates x and three population points z; two references (rows).
@@ -60,7 +61,7 @@ def test_matches_brute_force_pairs_with_queries() -> None:
 
     rx, rz = ratio(x.model, x.references), ratio(z.model, z.references)
     lr = rx[:, None, :] / rz[None, :, :]  # [N, M, Q]
-    np.testing.assert_allclose(got, (lr >= gamma).mean(axis=(1, 2)))
+    np.testing.assert_allclose(got, (lr > gamma).mean(axis=(1, 2)))
 
 
 def test_one_reference_is_enough() -> None:
@@ -118,3 +119,60 @@ def test_attack_result_keys_and_shadow_threshold() -> None:
     assert shadow_out["balanced_acc"] >= out["balanced_acc"]  # in-sample best threshold
     with pytest.raises(ValueError, match="both"):
         rmia_attack(target, pop, shadow=target)
+
+
+def test_a_ratio_equal_to_gamma_does_not_count() -> None:
+    # The authors count LR(x, z) > 1 (strictly): x identical to z beats only the other z.
+    refs = np.array([[0.5, 0.5]])
+    x = Signals(np.array([0.5]), refs[:, :1])
+    z = Signals(np.array([0.5, 0.25]), refs)
+    np.testing.assert_allclose(rmia_scores(x, z, a=1.0), [0.5])
+
+
+def _pairs_auc(scores: np.ndarray, truth: np.ndarray) -> float:
+    pos, neg = scores[truth], scores[~truth]
+    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    return float(wins.mean())
+
+
+def test_tune_offline_a_by_brute_force_on_the_references_only() -> None:
+    rng = np.random.default_rng(3)
+    k, n, m = 4, 24, 10
+    incl = np.zeros((k, n), dtype=bool)
+    incl[0], incl[2] = rng.permutation(n) < n // 2, rng.permutation(n) < n // 2
+    incl[1], incl[3] = ~incl[0], ~incl[2]  # complementary pairs, as the plan draws them
+    # members get a higher true-class probability under the reference that trained on them
+    refs = np.clip(rng.uniform(0.2, 0.7, size=(k, n)) + 0.25 * incl, 0, 1)
+    incl_z = np.zeros((k, m), dtype=bool)
+    refs_z = rng.uniform(0.2, 0.7, size=(k, m))
+    got = tune_offline_a(Signals(refs[0], refs, incl), Signals(refs_z[0], refs_z, incl_z))
+
+    def brute(a: float) -> float:  # mean over pseudo-targets of the pairwise-counted AUC
+        aucs = []
+        for j in range(k):
+            others = [i for i in range(k) if i != j]
+            out = ~incl[others]
+            p_x = ((1 + a) * (refs[others] * out).sum(0) / out.sum(0) + 1 - a) / 2
+            p_z = ((1 + a) * refs_z[others].mean(0) + 1 - a) / 2
+            lr = (refs[j] / p_x)[:, None] / (refs_z[j] / p_z)[None, :]
+            aucs.append(_pairs_auc((lr > 1.0).mean(1), incl[j]))
+        return float(np.mean(aucs))
+
+    expected = [brute(a) for a in got["grid"]]
+    np.testing.assert_allclose(got["auc"], expected)
+    assert got["a"] == got["grid"][int(np.argmax(expected))]
+    assert got["pseudo_targets"] == k and got["grid"] == [round(0.1 * i, 1) for i in range(11)]
+    with pytest.raises(ValueError, match="3 references"):
+        tune_offline_a(Signals(refs[0], refs[:2], incl[:2]), Signals(refs_z[0], refs_z[:2]))
+
+
+def test_rmia_settings_are_checked_before_anything_runs() -> None:
+    from lightning_talos.config.load import compose
+    from lightning_talos.errors import UserError
+
+    assert compose([]).mia.rmia_a == "auto" and compose([]).mia.rmia_gamma == 1.0
+    with pytest.raises(UserError, match="mia.rmia_a"):
+        compose(["mia.rmia_a=1.5"])
+    with pytest.raises(UserError, match="at least 3"):
+        compose(["attacks=[rmia]", "mia.references=2"])
+    assert compose(["attacks=[rmia]", "mia.references=2", "mia.rmia_a=0.3"]).mia.rmia_a == 0.3

@@ -24,6 +24,9 @@ from lightning_talos.errors import UserError
 from lightning_talos.report.report import claims, compare, write_report
 from lightning_talos.stages.results import SCHEMA_VERSION, aggregate, validate_results
 
+#: The fixture's declared basis: the attacks and probes its models have.
+BASIS = {"membership_attacks": ["nn", "metric"], "attribute_probes": ["mlp", "knn"]}
+
 
 def attack(acc: float, half: float = 0.01) -> dict[str, Any]:
     return {"acc": acc, "balanced_acc": acc, "auc": acc, "advantage": 0.1,
@@ -68,6 +71,7 @@ def results(seed: int = 0, **methods: dict) -> dict[str, Any]:
             "wall_time_s": {},
             "quarter_size": 2000,
             "talos_lambda": 1.0,
+            "claims_basis": dict(BASIS),
         },  # fmt: skip
     }
     out.update(methods)
@@ -134,21 +138,27 @@ def test_separated_and_overlapping_intervals_one_seed() -> None:
     assert item["ci95"] == pytest.approx([0.23, 0.27])
     assert item["difference"] == pytest.approx(0.25) and item["passes"]
     # overlapping: [0.55, 0.57] vs [0.54, 0.56] -> [-0.01, 0.03], direction right, not shown
-    sup = model({"nn": 0.56}, None, 0.7)
-    con = model({"nn": 0.55}, None, 0.8)
+    sup = model({"nn": 0.56, "metric_entropy": 0.75}, None, 0.7)
+    con = model({"nn": 0.55, "metric_entropy": 0.54}, None, 0.8)
     claim = results(supervised=sup, contrastive=con)["claims"]["1"]
     nn = claim["tests"]["membership"]["items"]["nn"]
     assert nn["ci95"] == pytest.approx([-0.01, 0.03]) and not nn["passes"]
-    assert claim["verdict"] == "does not hold"
+    assert nn["outcome"] == "unclear"
+    assert claim["verdict"] == "inconclusive" and "nn" in claim["reason"]
 
 
 def test_lowered_needs_separated_intervals() -> None:
     # Talos 0.89 vs contrastive 0.90: lower, but the intervals overlap: not "lowered"
     talos = model({"nn": 0.54, "metric_entropy": 0.54}, {"mlp": 0.89, "knn": 0.60}, 0.8)
     claim = results(talos=talos)["claims"]["3"]
-    assert claim["verdict"] == "does not hold"
+    assert claim["verdict"] == "inconclusive"
     assert not claim["tests"]["attribute"]["items"]["mlp"]["passes"]
     assert claim["tests"]["attribute"]["items"]["knn"]["passes"]
+    # Talos 0.95 vs 0.90: raised, intervals separated: the opposite of "lowered"
+    talos["aia"]["mlp"] = probe(0.95)
+    claim = results(talos=talos)["claims"]["3"]
+    assert claim["verdict"] == "does not hold"
+    assert claim["tests"]["attribute"]["items"]["mlp"]["outcome"] == "opposite"
 
 
 def test_membership_worse_only_with_separated_increase() -> None:
@@ -184,7 +194,13 @@ def test_three_seed_verdict_uses_the_spread_between_seeds() -> None:
     assert claim["verdict"] == "holds"
     # a seed that disagrees widens the interval past 0: the verdict follows the spread
     runs[2]["supervised"]["mia"]["nn"] = attack(0.45)
-    assert aggregate(runs)["claims"]["1"]["verdict"] == "does not hold"
+    assert aggregate(runs)["claims"]["1"]["verdict"] == "inconclusive"
+    # every seed reversed (differences -0.10, -0.12, -0.14): the opposite, over seeds
+    for run, sup_nn in zip(runs, (0.45, 0.43, 0.41)):
+        run["supervised"]["mia"]["nn"] = attack(sup_nn)
+    reversed_claim = aggregate(runs)["claims"]["1"]
+    assert reversed_claim["tests"]["membership"]["items"]["nn"]["ci95"][1] < 0
+    assert reversed_claim["verdict"] == "does not hold"
     text = "\n".join(claims(merged))
     assert "verdict over 3 seeds" in text and "single-seed" not in text
 
@@ -242,6 +258,11 @@ def test_utility_kept_needs_the_whole_drop_interval_within_tolerance() -> None:
     task = claim["tests"]["utility"]["items"]["task"]
     assert task["difference"] == pytest.approx(0.025)
     assert task["ci95"][1] > UTILITY_TOLERANCE and not task["passes"]
+    assert claim["verdict"] == "inconclusive"  # the interval straddles the tolerance
+    talos[:80] = False  # drop 0.08: the whole interval above the tolerance, the opposite
+    r["talos"]["utility"] = _util(talos)
+    claim = judge_claims(r)["3"]
+    assert claim["tests"]["utility"]["items"]["task"]["ci95"][0] > UTILITY_TOLERANCE
     assert claim["verdict"] == "does not hold"
 
 
@@ -318,7 +339,7 @@ def test_a_nan_number_shows_nothing_and_is_refused_by_validation() -> None:
     talos = model({"nn": float("nan"), "metric_entropy": 0.54}, {"mlp": 0.6, "knn": 0.6}, 0.8)
     r = results(talos=talos)
     assert not r["claims"]["3"]["tests"]["membership"]["items"]["nn"]["passes"]
-    assert r["claims"]["3"]["verdict"] == "does not hold"
+    assert r["claims"]["3"]["verdict"] == "inconclusive"  # shows nothing either way
     assert validate_results(r)[0] == "talos.mia.nn.acc must be a number"
 
 

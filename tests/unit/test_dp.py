@@ -212,6 +212,7 @@ def test_empty_poisson_batch_is_a_noisy_counted_step() -> None:
     optimizer = module.dp_optimizer()
     before = [p.detach().clone() for p in module.parameters()]
     module.training_step(empty, 0).backward()
+    module.on_before_optimizer_step(optimizer)  # Lightning calls it between backward and step
     optimizer.step()
     assert module.privacy_spent()["steps"] == 1
     moved = [not torch.equal(b, p) for b, p in zip(before, module.parameters())]

@@ -20,7 +20,12 @@ from lightning_talos.runs.settings import run_root, stage_config
 from lightning_talos.stages.registry import train_stage
 from tests.conftest import TINY_ARGS
 
-REFS = ["methods=[contrastive,leace]", "attacks=[metric,rmia]", "mia.references=2"]
+REFS = [
+    "methods=[contrastive,leace]",
+    "attacks=[metric,rmia]",
+    "mia.references=2",
+    "mia.rmia_a=0.3",
+]
 
 
 def _args(tmp_path: Path, *extra: str) -> list[str]:

@@ -29,13 +29,15 @@ def _cfg(tmp_path: Path, *extra: str):  # noqa: ANN202 (DictConfig)
 
 def test_reference_roles_follow_the_requested_attacks(tmp_path: Path) -> None:
     assert reference_roles(_cfg(tmp_path)) == ()  # the paper's attacks need none
-    assert reference_roles(_cfg(tmp_path, "attacks=[rmia]", "mia.references=1")) == ("ref-0",)
+    assert reference_roles(
+        _cfg(tmp_path, "attacks=[rmia]", "mia.references=1", "mia.rmia_a=0.3")
+    ) == ("ref-0",)
     roles = reference_roles(_cfg(tmp_path, "attacks=[metric,lira]", "mia.references=3"))
     assert roles == ("ref-0", "ref-1", "ref-2")
     with pytest.raises(UserError, match="LiRA needs mia.references >= 3"):
         reference_roles(_cfg(tmp_path, "attacks=[lira]", "mia.references=2"))
     with pytest.raises(UserError, match=">= 1"):
-        reference_roles(_cfg(tmp_path, "attacks=[rmia]", "mia.references=0"))
+        reference_roles(_cfg(tmp_path, "attacks=[rmia]", "mia.references=0", "mia.rmia_a=0.3"))
 
 
 def test_role_family_names_only_reference_roles() -> None:
@@ -62,7 +64,7 @@ def test_audit_graph_adds_the_reference_stages_of_every_method(tmp_path: Path) -
 
 
 def test_reference_data_is_the_plan_row_and_its_hash_survives_growth(tmp_path: Path) -> None:
-    ctx = RunContext(_cfg(tmp_path, "attacks=[rmia]", "mia.references=2"))
+    ctx = RunContext(_cfg(tmp_path, "attacks=[rmia]", "mia.references=2", "mia.rmia_a=0.3"))
     plan = run_plan(ctx)
     data = role_splits(ctx, "ref-1")
     assert np.array_equal(data.members("ref-1"), plan.members(1))
