@@ -13,9 +13,11 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_talos.data.datamodule import TalosDataModule
 from lightning_talos.errors import UserError
+from lightning_talos.interrupts import SignalInterruptError
 from lightning_talos.pipeline.checkpoints import LAST, Progress, resume_checkpoint
 from lightning_talos.pipeline.context import RunContext
 from lightning_talos.pipeline.provenance import check_upstream, rebuild_command
+from lightning_talos.pipeline.resume import wait_for_ranks
 from lightning_talos.pipeline.rundir import (
     decide,
     new_manifest,
@@ -25,7 +27,7 @@ from lightning_talos.pipeline.rundir import (
     stage_config,
     write_json,
 )
-from lightning_talos.pipeline.signals import stop_on_signal
+from lightning_talos.pipeline.signals import mark_interrupted, stop_on_signal
 from lightning_talos.pipeline.stages import TrainStage, role_family, train_stage
 from lightning_talos.pipeline.trainer import build_logger, build_trainer, new_wandb_id
 from lightning_talos.precision import precision_record
@@ -115,7 +117,12 @@ def run_train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, 
     if is_rank_zero():
         save_config(cfg, stage_dir)
         write_json(stage_dir / "manifest.json", manifest)
-    metrics = _fit(ctx, stage, role, epochs, wandb_id, start=start)
+    try:
+        metrics = _fit(ctx, stage, role, epochs, wandb_id, start=start)
+    except SignalInterruptError as err:  # also a stop before training began: nothing saved
+        if is_rank_zero() and (read_manifest(stage_dir) or {}).get("status") != "interrupted":
+            mark_interrupted(stage_dir / "manifest.json", {"interrupted_by": err.signal_name})
+        raise
     manifest["epochs_completed"] = metrics["epochs"]
     manifest["wall_time_s"] = round(time.time() - started, 2)
     manifest["status"] = "fast_dev_run" if cfg.trainer.fast_dev_run else "done"
@@ -139,7 +146,9 @@ def _fit(
     stage_dir = ctx.stage_dir(stage.name, role)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = stage.build(ctx, role, upstream_dirs(ctx, stage, role))
-    dm = TalosDataModule(cfg.data, ctx.pool, role_splits(ctx, role), role=role, **stage.data(cfg))
+    dm = TalosDataModule(
+        cfg.data, ctx.pool, role_splits(ctx, role), role=role, seed=cfg.seed, **stage.data(cfg)
+    )
     if hasattr(module, "wrap_datamodule"):  # e.g. DP-SGD's Poisson sampling
         dm = module.wrap_datamodule(dm)
     passes = getattr(module, "passes_per_epoch", 1)
@@ -166,6 +175,12 @@ def _fit(
                 module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True
             )
             results = trainer.validate(module, datamodule=dm, verbose=False)
+    except SignalInterruptError as err:
+        # DDP launcher: return once every rank it started has stopped, and say how they ended
+        codes = wait_for_ranks(trainer)
+        if codes:
+            err.args = (f"{err.args[0]}; the other ranks exited {codes}",)
+        raise
     finally:
         if logger:
             logger.experiment.finish()
