@@ -19,9 +19,10 @@ when the resumed fit starts, after Lightning has restored its own state.
 
 :class:`AgreedStop` makes a stop signal end every DDP rank after the same batch: a signal only
 records itself (and the launcher forwards it to the ranks it started); at every batch end the
-ranks combine their flags in one all-reduce, and if any rank was signalled they all raise
-Lightning's ``SIGTERMException`` there, so ``LastCheckpoint`` saves one checkpoint of that
-step (rank 0 writes it) and every rank exits 143 through ``pipeline/signals.py``. Lightning's
+ranks combine their flags in one all-reduce, and if any rank was signalled they all set
+Lightning's stop flag there, so its loops raise ``SIGTERMException`` at the end of that batch
+on every rank, ``LastCheckpoint`` saves one checkpoint of that step (rank 0 writes it) and
+every rank exits 143 through ``pipeline/signals.py``. Lightning's
 own handler instead stops each rank at the first batch end after the signal reached it, which
 under DDP can be different batches (a rank then waits forever in the next all-reduce).
 """
@@ -32,6 +33,7 @@ import logging
 import random
 import signal
 import subprocess
+import warnings
 from functools import partial
 from types import FrameType
 from typing import Any
@@ -42,6 +44,7 @@ import torch
 import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from lightning_talos.interrupts import on_main_thread, state
 
@@ -49,6 +52,15 @@ log = logging.getLogger(__name__)
 
 #: Where :class:`ExactResume` keeps its state in a Lightning checkpoint.
 KEY = "exact_resume"
+
+# Lightning warns on every resume inside an epoch that the loader is "not resumable" (it
+# looks for a loader with ``state_dict``); ours resume through ExactResume, so the warning
+# would be false.
+warnings.filterwarnings(
+    "ignore",
+    message="You're resuming from a checkpoint that ended before the epoch ended",
+    category=PossibleUserWarning,
+)
 
 
 def rng_states() -> dict[str, Any]:
@@ -179,6 +191,10 @@ class AgreedStop(Callback):
         self._forwarded = False
         if on_main_thread():
             self._previous = signal.signal(signal.SIGTERM, partial(self._on_signal, trainer))
+        # a signal during set-up (Lightning's handler recorded it): stop before the first step,
+        # with nothing saved (LastCheckpoint skips a save at the step it started from)
+        if self._agreed(trainer):
+            raise SIGTERMException
 
     def _on_signal(self, trainer: pl.Trainer, signum: int, frame: FrameType | None) -> None:
         state.received = state.received or "SIGTERM"
@@ -187,7 +203,9 @@ class AgreedStop(Callback):
             self._forwarded = True
             launcher.kill(signum)  # the ranks this process started (none elsewhere)
 
-    def _agreed(self, trainer: pl.Trainer) -> bool:
+    @staticmethod
+    def _agreed(trainer: pl.Trainer) -> bool:
+        """Whether any rank got a stop signal (one all-reduce under DDP; all ranks call it)."""
         local = state.received is not None or trainer.received_sigterm
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             flag = torch.tensor([int(local)], device=trainer.strategy.root_device)
@@ -203,13 +221,18 @@ class AgreedStop(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if self._agreed(trainer):
-            raise SIGTERMException  # LastCheckpoint.on_exception saves this step on every rank
+        self._stop_if_agreed(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # a signal during the epoch-end validation: stop before the next epoch starts
-        if self._agreed(trainer):
-            raise SIGTERMException
+        self._stop_if_agreed(trainer)  # a signal during the epoch-end validation
+
+    @staticmethod
+    def _stop_if_agreed(trainer: pl.Trainer) -> None:
+        """On every rank at once: raise Lightning's flag, so that its loops raise
+        ``SIGTERMException`` at the end of this batch (or epoch), after the step's metrics went
+        to the logger; ``LastCheckpoint.on_exception`` then saves this step."""
+        if AgreedStop._agreed(trainer):
+            trainer._signal_connector.received_sigterm = True
 
     def _restore(self) -> None:
         if self._previous is not None and on_main_thread():
