@@ -16,6 +16,9 @@ What this module adds:
 * :class:`GracefulInterrupt` (a trainer callback): during training the first Ctrl-C takes the
   SIGTERM path (stop at the next batch boundary, where ``LastCheckpoint`` saves); a second one
   raises ``KeyboardInterrupt`` at once (nothing saved: the weights may be mid-update).
+* ``pipeline/resume.AgreedStop`` (a trainer callback): during training it takes SIGTERM from
+  Lightning's handler, so that every DDP rank stops after the same batch (agreed in an
+  all-reduce per step) and Lightning's loops then raise ``SIGTERMException`` on all of them.
 * :func:`stop_on_signal` (around ``fit``/``validate``): turns the stop into
   ``SignalInterruptError`` and marks the stage's manifest ``interrupted``; the CLI prints one
   line and exits 128 + signal number.
