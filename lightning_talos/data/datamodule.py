@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from lightning_talos.data.pool import NO_ATTRIBUTE, Pool
+from lightning_talos.data.resumable import EpochSampler, seeded
 from lightning_talos.data.splits import Splits
 
 #: What a stage trains on: SimCLR views, flip-only (supervised, linear), or nothing random.
@@ -56,7 +57,8 @@ class QuarterDataset(Dataset):
     """A quarter of the pool, optionally transformed per sample.
 
     Without a transform, batches are sliced straight from the in-memory tensor
-    (``__getitems__``), which keeps the data path far cheaper than the model.
+    (``__getitems__``), which keeps the data path far cheaper than the model. An index that is a
+    :class:`~lightning_talos.data.resumable.Draw` runs the transform under its own seed.
     """
 
     def __init__(
@@ -76,7 +78,7 @@ class QuarterDataset(Dataset):
         j = int(self.indices[i])
         image = self.pool.images[j]
         if self.transform is not None:
-            image = self.transform(image)
+            image = seeded(getattr(i, "key", None), self.transform, image)
         return Sample(j, image, int(self.labels[j]), int(self.attributes[j]))
 
     def __getitems__(self, items: Sequence[int]) -> Sample | list[Sample]:
@@ -118,6 +120,9 @@ class TalosDataModule(pl.LightningDataModule):
         use: ``two_views`` (SimCLR), ``flip`` or ``eval`` (see :data:`USES`).
         with_original: for PIL contrastive views, also yield the un-augmented image as a third
             view (Talos with ``views=original``).
+        seed: seed of the training order and of the per-sample augmentation (see
+            ``data/resumable.py``); None takes ``torch.initial_seed()`` (the seed that
+            ``seed_everything`` set).
 
     Raises:
         ValueError: unknown ``use`` or ``role``.
@@ -132,6 +137,7 @@ class TalosDataModule(pl.LightningDataModule):
         role: str,
         use: str,
         with_original: bool = False,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if use not in USES:
@@ -142,6 +148,7 @@ class TalosDataModule(pl.LightningDataModule):
             raise ValueError(f"role must be target or shadow, got {role!r}") from None
         self.data, self.pool, self.splits, self.role, self.use = data, pool, splits, role, use
         self.with_original = with_original
+        self.seed = int(torch.initial_seed() if seed is None else seed)
 
     def train_transform(self) -> Callable[[Any], Any] | None:
         """Per-sample transform of the training loader (None: raw uint8, batched later)."""
@@ -155,12 +162,17 @@ class TalosDataModule(pl.LightningDataModule):
             return ViewsAndOriginal(views) if self.with_original else views
         return None
 
-    def _loader(self, dataset: Dataset, *, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, *, batch_size: int, sampler: EpochSampler | None = None
+    ) -> DataLoader:
         workers = self.data.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
+            # the workers' base seed comes from here, not from torch's global generator, which
+            # belongs to the training step (data/resumable.py)
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=workers,
             collate_fn=collate,
             persistent_workers=workers > 0,
@@ -169,8 +181,18 @@ class TalosDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """The role's members in an order that a resumed run continues (``EpochSampler``),
+        sharded over DDP ranks."""
         dataset = QuarterDataset(self.pool, self.splits.members(self.role), self.train_transform())
-        return self._loader(dataset, batch_size=self.data.batch_size, shuffle=True)
+        trainer = self.trainer  # None when called outside a fit
+        sampler = EpochSampler(
+            dataset,
+            batch_size=self.data.batch_size,
+            seed=self.seed,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+        )
+        return self._loader(dataset, batch_size=self.data.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [
@@ -181,7 +203,7 @@ class TalosDataModule(pl.LightningDataModule):
     def eval_loader(self, indices: np.ndarray) -> DataLoader:
         """Deterministic loader over ``indices``: no augmentation, no shuffling."""
         dataset = QuarterDataset(self.pool, indices, None)
-        return self._loader(dataset, batch_size=self.data.eval_batch_size, shuffle=False)
+        return self._loader(dataset, batch_size=self.data.eval_batch_size)
 
 
 def as_float(images: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,8 @@ from opacus.accountants.utils import get_noise_multiplier
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch.utils.data import DataLoader
 
+from lightning_talos.defences.poisson import EpochPoissonSampler
+
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv")
 MAX_DELTA = 1e-5
 
@@ -109,12 +111,19 @@ def _empty_like(sample: Any) -> Any:
 
 
 def poisson_loader(
-    loader: DataLoader, *, sample_rate: float, generator: torch.Generator | None = None
+    loader: DataLoader,
+    *,
+    sample_rate: float,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
 ) -> DataLoader:
     """The same dataset, workers and collate as ``loader``, batched by Poisson sampling.
 
     Every batch includes each sample independently with probability ``sample_rate``; an epoch
-    is :func:`steps_per_epoch` batches.
+    is :func:`steps_per_epoch` batches. With ``seed`` the masks of each epoch come from that
+    seed and the epoch (:class:`~lightning_talos.defences.poisson.EpochPoissonSampler`: a
+    resumed run continues them exactly); otherwise from ``generator`` (torch's global one when
+    None).
 
     Raises:
         ValueError: If ``sample_rate`` is outside (0, 1].
@@ -122,16 +131,19 @@ def poisson_loader(
     if not 0 < sample_rate <= 1:
         raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
     dataset = loader.dataset
-    sampler = UniformWithReplacementSampler(
-        num_samples=len(dataset),  # type: ignore[arg-type]
-        sample_rate=sample_rate,
-        generator=generator,
-    )
+    n = len(dataset)  # type: ignore[arg-type]
+    if seed is None:
+        sampler = UniformWithReplacementSampler(
+            num_samples=n, sample_rate=sample_rate, generator=generator
+        )
+    else:
+        sampler = EpochPoissonSampler(num_samples=n, sample_rate=sample_rate, seed=seed)
     workers = loader.num_workers
     return DataLoader(
         dataset,
         batch_sampler=sampler,
         collate_fn=EmptySafeCollate(loader.collate_fn, dataset[0]),
+        generator=loader.generator,  # the workers' base seed: not the global generator
         num_workers=workers,
         pin_memory=loader.pin_memory,
         worker_init_fn=loader.worker_init_fn,
@@ -148,6 +160,8 @@ class PoissonDataModule(pl.LightningDataModule):
         datamodule: The datamodule to wrap (e.g. ``TalosDataModule``).
         sample_rate: Poisson sampling rate ``q`` (the DP module's ``sample_rate``).
         generator: Random generator of the sampler (default: torch's global one).
+        seed: Draw each epoch's masks from this seed instead (resumable; see
+            :func:`poisson_loader`).
     """
 
     def __init__(
@@ -156,11 +170,13 @@ class PoissonDataModule(pl.LightningDataModule):
         *,
         sample_rate: float,
         generator: torch.Generator | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.datamodule = datamodule
         self.sample_rate = sample_rate
         self.generator = generator
+        self.seed = seed
 
     def prepare_data(self) -> None:
         self.datamodule.prepare_data()
@@ -170,7 +186,9 @@ class PoissonDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         inner = self.datamodule.train_dataloader()
-        return poisson_loader(inner, sample_rate=self.sample_rate, generator=self.generator)
+        return poisson_loader(
+            inner, sample_rate=self.sample_rate, generator=self.generator, seed=self.seed
+        )
 
     def val_dataloader(self) -> Any:
         return self.datamodule.val_dataloader()

@@ -20,9 +20,11 @@ gradient accumulation, 32-bit precision.
 
 Checkpoints: Lightning saves weights, optimiser state, LR schedule and loop counters; this
 module adds ``checkpoint["dp"]`` with the accountant's history (noise, rate, steps) and the
-noise multiplier used, so a resumed run keeps counting the privacy it already spent. The
-random streams of Poisson sampling and noise are not restored: a resumed run draws fresh
-ones, which changes the numbers, not the guarantee.
+noise multiplier used, so a resumed run keeps counting the privacy it already spent. Poisson
+sampling draws each epoch's masks from the run's seed and the epoch (``defences/poisson.py``)
+and the noise comes from torch's global generator, which the stage runner's checkpoints
+restore (``runs/resume.py``): a resumed run draws the batches and the noise an
+uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -210,8 +212,11 @@ class DPSupervisedClassifier(SupervisedClassifier):
 
     def wrap_datamodule(self, datamodule: pl.LightningDataModule) -> PoissonDataModule:
         """``datamodule`` with Poisson training batches at this module's ``sample_rate`` (the
-        only training loader :meth:`on_train_start` accepts)."""
-        return PoissonDataModule(datamodule, sample_rate=self.sample_rate)
+        only training loader :meth:`on_train_start` accepts), seeded by the datamodule's
+        ``seed`` when it has one (resumable)."""
+        return PoissonDataModule(
+            datamodule, sample_rate=self.sample_rate, seed=getattr(datamodule, "seed", None)
+        )
 
     def remove_dp_hooks(self) -> None:
         """Detach Opacus' hooks and per-sample state (e.g. before exporting the model)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -73,14 +74,27 @@ class WindowMeans:
         self._sums, self._count = None, 0
         return out
 
+    def state_dict(self) -> dict[str, Any]:
+        """The open window (names, sums on the CPU, count): a checkpoint written mid-window
+        resumes it, so the next logged mean is the one an uninterrupted run logs."""
+        sums = None if self._sums is None else self._sums.detach().cpu().clone()
+        return {"names": list(self._names), "sums": sums, "count": self._count}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | None = None) -> None:
+        """Reopen a window saved by :meth:`state_dict` (its sums moved to ``device``)."""
+        self._names = tuple(state["names"])
+        sums = state["sums"]
+        self._sums = None if sums is None else sums.to(device)
+        self._count = int(state["count"])
+
 
 def writes_this_step(trainer: pl.Trainer, epoch: int, batch_idx: int) -> bool:
     """Whether Lightning writes step metrics after this training batch.
 
     Lightning writes when the count of finished batches is a multiple of
     ``log_every_n_steps`` (and on every step of ``fast_dev_run``). The count is rebuilt from
-    the epoch and batch index, which holds for runs resumed at an epoch boundary (the project's
-    checkpoints are written at epoch ends).
+    the epoch and batch index, which also holds for a run resumed inside an epoch (Lightning
+    restores the batch index, and the loaders resume at it: ``data/resumable.py``).
     """
     every = int(trainer.log_every_n_steps)
     per_epoch = trainer.num_training_batches

@@ -101,7 +101,7 @@ class LastCheckpoint(Checkpoint):
         """Write the checkpoint now (all ranks call it; rank 0 writes)."""
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
-        if trainer.global_step == self._saved_step:
+        if trainer.global_step in (0, self._saved_step):  # nothing trained, or already saved
             return
         trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
         self._saved_step = trainer.global_step

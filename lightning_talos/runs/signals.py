@@ -16,6 +16,9 @@ What this module adds:
 * :class:`GracefulInterrupt` (a trainer callback): during training the first Ctrl-C takes the
   SIGTERM path (stop at the next batch boundary, where ``LastCheckpoint`` saves); a second one
   raises ``KeyboardInterrupt`` at once (nothing saved: the weights may be mid-update).
+* ``runs/resume.AgreedStop`` (a trainer callback): during training it takes SIGTERM from
+  Lightning's handler, so that every DDP rank stops after the same batch (agreed in an
+  all-reduce per step) and Lightning's loops then raise ``SIGTERMException`` on all of them.
 * :func:`stop_on_signal` (around ``fit``/``validate``): turns the stop into
   ``SignalInterruptError`` and marks the stage's manifest ``interrupted``; the CLI prints one
   line and exits 128 + signal number.
@@ -91,10 +94,13 @@ def _signal_of(err: BaseException, trainer: pl.Trainer) -> str | None:
 
 
 def mark_interrupted(manifest_path: Path, fields: dict[str, Any]) -> None:
-    """Set ``status: interrupted`` (plus ``fields``) in a stage manifest, atomically."""
+    """Set ``status: interrupted`` (plus ``fields``) in a stage manifest, atomically; a manifest
+    already marked (by the signal handler, on the way out) is left as it is."""
     if not manifest_path.is_file():
         return
     manifest = json.loads(manifest_path.read_text())
+    if manifest.get("status") == "interrupted":
+        return
     manifest.update(status="interrupted", **fields)
     tmp = manifest_path.with_name(manifest_path.name + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))

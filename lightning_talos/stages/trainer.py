@@ -18,6 +18,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from lightning_talos.config.load import to_dict
 from lightning_talos.precision import resolve_precision
 from lightning_talos.runs.checkpoints import LAST, LastCheckpoint
+from lightning_talos.runs.resume import AgreedStop, ExactResume
 from lightning_talos.runs.signals import GracefulInterrupt
 from lightning_talos.threads import cpu_share
 
@@ -129,15 +130,17 @@ def build_trainer(
 ) -> pl.Trainer:
     """A Trainer writing ``<stage_dir>/checkpoints/last.ckpt`` atomically: every epoch, every
     ``trainer.checkpoint_every_n_steps`` steps / ``trainer.checkpoint_every_minutes`` minutes,
-    and when SIGTERM or Ctrl-C stops it (see ``runs/signals.py``). ``strategy`` and
-    ``precision`` override ``trainer.*`` for a stage that needs its own."""
+    and when SIGTERM or Ctrl-C stops it (see ``runs/signals.py``; all DDP ranks stop after
+    the same batch), with what an exact resume needs (``runs/resume.py``). ``strategy``
+    and ``precision`` override ``trainer.*`` for a stage that needs its own."""
     t = cfg.trainer
     checkpoint = LastCheckpoint(
         stage_dir / LAST,
         every_n_steps=t.checkpoint_every_n_steps,
         every_minutes=t.checkpoint_every_minutes,
     )
-    callbacks: list[Any] = [checkpoint, GracefulInterrupt(), FairCpuShare()]
+    callbacks: list[Any] = [checkpoint, GracefulInterrupt(), AgreedStop(), ExactResume()]
+    callbacks.append(FairCpuShare())
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     return pl.Trainer(

@@ -12,13 +12,15 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_talos.data.datamodule import TalosDataModule
 from lightning_talos.errors import UserError
+from lightning_talos.interrupts import SignalInterruptError
 from lightning_talos.precision import precision_record
 from lightning_talos.runs.checkpoints import Progress
 from lightning_talos.runs.context import RunContext
 from lightning_talos.runs.folder import LAST, Decision, Record
 from lightning_talos.runs.lock import stage_lock
 from lightning_talos.runs.records import new_manifest
-from lightning_talos.runs.signals import stop_on_signal
+from lightning_talos.runs.resume import wait_for_ranks
+from lightning_talos.runs.signals import mark_interrupted, stop_on_signal
 from lightning_talos.stages.privacy import privacy_callback
 from lightning_talos.stages.provenance import expected, train_reads
 from lightning_talos.stages.registry import TrainStage, role_family
@@ -107,7 +109,12 @@ def _train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, Any
     )
 
     def train(rec: Record) -> None:
-        metrics = _fit(ctx, stage, role, epochs, wandb_id, start=decision.start)
+        try:
+            metrics = _fit(ctx, stage, role, epochs, wandb_id, start=decision.start)
+        except SignalInterruptError as err:  # also a stop before training began: nothing saved
+            if is_rank_zero():
+                mark_interrupted(folder.path / "manifest.json", {"interrupted_by": err.signal_name})
+            raise
         rec.manifest["epochs_completed"] = metrics["epochs"]
         rec.manifest["wall_time_s"] = round(time.time() - started, 2)
         rec.manifest["finished_unix"] = time.time()
@@ -132,7 +139,9 @@ def _fit(
     stage_dir = ctx.stage_dir(stage.name, role)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = stage.build(ctx, role, upstream_dirs(ctx, stage, role))
-    dm = TalosDataModule(cfg.data, ctx.pool, role_splits(ctx, role), role=role, **stage.data(cfg))
+    dm = TalosDataModule(
+        cfg.data, ctx.pool, role_splits(ctx, role), role=role, seed=cfg.seed, **stage.data(cfg)
+    )
     if hasattr(module, "wrap_datamodule"):  # e.g. DP-SGD's Poisson sampling
         dm = module.wrap_datamodule(dm)
     passes = getattr(module, "passes_per_epoch", 1)
@@ -162,6 +171,12 @@ def _fit(
                 module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True
             )
             results = trainer.validate(module, datamodule=dm, verbose=False)
+    except SignalInterruptError as err:
+        # DDP launcher: return once every rank it started has stopped, and say how they ended
+        codes = wait_for_ranks(trainer)
+        if codes:
+            err.args = (f"{err.args[0]}; the other ranks exited {codes}",)
+        raise
     finally:
         if logger:
             logger.experiment.finish()
