@@ -29,6 +29,7 @@ from lightning_talos.cli import main
 from lightning_talos.config.load import compose
 from lightning_talos.data.registry import load_pool
 from lightning_talos.models.external import IMAGENET_MEAN, IMAGENET_STD, load_external_encoder
+from lightning_talos.safe_load import file_digest
 
 pytestmark = pytest.mark.slow
 lightly = pytest.importorskip("lightly")
@@ -205,6 +206,7 @@ def test_a_shadow_encoder_calibrates_the_attacks(lightly_run: dict) -> None:
 
 
 def test_timm_checkpoint_loads_to_the_original_embeddings(tmp_path: Path) -> None:
+    torch.manual_seed(0)
     model = timm.create_model("resnet10t", pretrained=False, num_classes=8).eval()
     torch.save(model.state_dict(), tmp_path / "timm.pth")
     loaded = load_external_encoder(tmp_path / "timm.pth", arch="resnet10t", image_size=32)
@@ -213,6 +215,15 @@ def test_timm_checkpoint_loads_to_the_original_embeddings(tmp_path: Path) -> Non
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(x), model.forward_head(
             model.forward_features(normalised(x)), pre_logits=True))  # fmt: skip
+    # the README's timm command end to end: the file's digest and the lists are recorded
+    run = {"dir": tmp_path, "members": write_list(tmp_path / "m.txt", np.arange(0, 48)),
+           "nonmembers": write_list(tmp_path / "n.txt", np.arange(128, 176))}  # fmt: skip
+    found = audit(run, tmp_path / "timm.pth", "timm", "encoder.format=timm",
+                  "encoder.arch=resnet10t", "encoder.views=4")  # fmt: skip
+    encoder = found["meta"]["encoder"]
+    assert (encoder["format"], encoder["dim"]) == ("timm", model.num_features)
+    assert encoder["sha256"] == file_digest(tmp_path / "timm.pth")
+    assert found["external"]["mia"]["encoder_similarity"]["n_members"] == 48
 
 
 def test_torchvision_checkpoint_loads_to_the_original_embeddings(tmp_path: Path) -> None:
