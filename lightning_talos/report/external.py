@@ -66,7 +66,9 @@ def render_external(results: dict[str, Any], figure: str = "roc.png") -> str:
         *_mia_rows(ext["mia"]),
         "",
         "AUC 0.5 is chance. Without a shadow encoder the score is threshold-free (no accuracy):",
-        "a threshold chosen on the audited members would flatter the attack.",
+        "a threshold chosen on the audited members would flatter the attack. With "
+        f"{meta['n_nonmembers']} non-members, FPRs below 1/{meta['n_nonmembers']} are read "
+        "from the ROC's first point and are not resolved.",
         "",
         f"![log-log ROC]({figure})",
         "",

@@ -262,3 +262,23 @@ def test_solo_learn_checkpoint_loads_with_its_cifar_stem(tmp_path: Path) -> None
     x = torch.rand(4, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(x), backbone(normalised(x)))
+
+
+def test_any_lightning_prefix_and_a_ddp_state_dict_load(tmp_path: Path) -> None:
+    """A Lightning checkpoint with the backbone under ``encoder.`` (auto finds it, or
+    ``encoder.key_prefix`` names it) and a bare DDP-wrapped state dict (``module.``)."""
+    model = torchvision.models.mobilenet_v3_small(num_classes=8).eval()
+    state = model.state_dict()
+    torch.save({"state_dict": {f"encoder.{k}": v for k, v in state.items()}, "epoch": 1},
+               tmp_path / "any.ckpt")  # fmt: skip
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "ddp.pth")
+    model.classifier = nn.Identity()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(normalised(x))
+    for name, kwargs in [("any.ckpt", {}), ("any.ckpt", {"key_prefix": "encoder.",
+                         "fmt": "lightning"}), ("ddp.pth", {})]:  # fmt: skip
+        loaded = load_external_encoder(tmp_path / name, arch="mobilenet_v3_small", **kwargs)
+        assert loaded.format == ("lightning" if name == "any.ckpt" else "torchvision")
+        with torch.no_grad():
+            torch.testing.assert_close(loaded.module(x), expected)
