@@ -222,8 +222,10 @@ def _build(
     fmt: str, arch: str, state: dict[str, Tensor], stem: str
 ) -> tuple[nn.Module, dict[str, Tensor], str]:
     """The architecture of ``fmt`` and the state dict it loads; plus what was done (text)."""
-    if fmt in ("state_dict", "lightning"):  # the architecture's library decides
-        fmt = "torchvision" if arch in torchvision_archs() else "timm"
+    if fmt in ("state_dict", "lightning", "solo_learn") and arch not in torchvision_archs():
+        fmt = "timm"  # e.g. solo-learn's ViTs are timm models
+    if fmt in ("state_dict", "lightning"):
+        fmt = "torchvision"
     if fmt == "timm":
         timm = _timm()
         if not timm.is_model(arch):
