@@ -282,3 +282,20 @@ def test_any_lightning_prefix_and_a_ddp_state_dict_load(tmp_path: Path) -> None:
         assert loaded.format == ("lightning" if name == "any.ckpt" else "torchvision")
         with torch.no_grad():
             torch.testing.assert_close(loaded.module(x), expected)
+
+
+def test_members_of_one_class_skip_the_probes_and_say_why(tmp_path: Path) -> None:
+    """Probes need two classes among the members; the membership score does not."""
+    pool = load_pool(compose(DATA).data, seed=0)
+    same = np.flatnonzero((pool.labels == pool.labels[0]) & (pool.attributes == pool.attributes[0]))
+    model = torchvision.models.mobilenet_v3_small(num_classes=8)
+    torch.save(model.state_dict(), tmp_path / "tv.pth")
+    run = {"dir": tmp_path, "members": write_list(tmp_path / "m.txt", same[:3]),
+           "nonmembers": write_list(tmp_path / "n.txt", np.arange(200, 210))}  # fmt: skip
+    found = audit(run, tmp_path / "tv.pth", "one-class", "encoder.arch=mobilenet_v3_small",
+                  "encoder.views=2")  # fmt: skip
+    assert "one attribute value" in found["external"]["aia"]["skipped"]
+    assert "one task label" in found["external"]["utility"]["skipped"]
+    assert found["external"]["mia"]["encoder_similarity"]["n_members"] == 3
+    report = (tmp_path / "runs" / "one-class" / "audit-encoder" / "report.md").read_text()
+    assert report.count("Not measured") == 2
