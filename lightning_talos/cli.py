@@ -345,7 +345,7 @@ def _references_command() -> Command:
 
 
 def usage(table: dict[str, Command]) -> str:
-    lines = "\n".join(f"  {name:11s} {c.summary}" for name, c in table.items())
+    lines = "\n".join(f"  {name:13s} {c.summary}" for name, c in table.items())
     return USAGE.format(commands=lines)
 
 

@@ -76,7 +76,8 @@ class PrivacyAudit(pl.Callback):
             it runs when ``embed_fn`` is given and the data yield ``(x, y, a)``.
         batch_size: Batch size when ``members`` / ``nonmembers`` are datasets.
         history_file: Where to write the history (default ``<trainer.log_dir>/``
-            ``privacy_history.json``, nowhere without a log dir).
+            ``privacy_history.json`` when the trainer has a logger; otherwise only
+            ``history`` keeps it).
 
     Attributes:
         history: One dict per audited epoch: ``epoch``, ``"<attack>/<summary>"`` for each attack
@@ -124,10 +125,10 @@ class PrivacyAudit(pl.Callback):
         row = self.audit(pl_module)
         row = {"epoch": int(trainer.current_epoch), **row}
         self.history.append(row)
-        # trainer.log_dir broadcasts under DDP: every rank must ask for it
-        path = self.history_file or (
-            Path(trainer.log_dir) / HISTORY_FILE if trainer.log_dir is not None else None
-        )
+        path = self.history_file
+        if path is None and trainer.loggers:  # without a logger there is no log dir to use
+            log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask for it
+            path = Path(log_dir) / HISTORY_FILE if log_dir is not None else None
         if trainer.is_global_zero:
             self._log(trainer, row)
             if path is not None:

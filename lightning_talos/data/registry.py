@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from lightning_talos.data.listing import listing_digest
-from lightning_talos.data.pool import Pool
+from lightning_talos.data.pool import OFFICIAL_SPLITS, Pool
 from lightning_talos.errors import UserError
 from lightning_talos.safe_load import load_arrays, save_arrays
 
@@ -240,4 +240,11 @@ def describe(pool: Pool) -> dict[str, object]:
             pool.labels[pool.labels >= 0], minlength=pool.num_classes
         ).tolist(),
         "skipped": dict(pool.skipped),
+        # what encoder.members=split:NAME selects (audit-encoder); null without an official split
+        "official_split": None
+        if pool.official_split is None
+        else {
+            name: int((pool.official_split == code).sum())
+            for code, name in enumerate(OFFICIAL_SPLITS)
+        },
     }

@@ -158,13 +158,26 @@ def _numbered(state: dict[str, Tensor]) -> bool:
     return bool(state) and all(k.split(".", 1)[0].isdigit() for k in state)
 
 
-def _resolve_format(fmt: str, arch: str, state: dict[str, Tensor], lightning: bool, prefix: str):
-    """``auto`` -> the format the keys and ``arch`` point at."""
+def _resolve_format(
+    fmt: str, arch: str, state: dict[str, Tensor], lightning: bool, prefix: str
+) -> str:
+    """``auto`` -> the format the keys and ``arch`` point at.
+
+    Raises:
+        UserError: ``arch`` is not a torchvision model and timm is not installed.
+    """
     if fmt != "auto":
         return fmt
     if _numbered(state):
         return "lightly"
     if arch not in torchvision_archs():
+        try:
+            _timm()
+        except UserError:
+            raise UserError(
+                f"unknown architecture '{arch}': not a torchvision model (for a timm model "
+                f"install timm: {BYO_EXTRA})"
+            ) from None
         return "timm"
     if lightning:
         return "solo_learn" if prefix == "backbone." else "lightning"
@@ -209,8 +222,10 @@ def _build(
     fmt: str, arch: str, state: dict[str, Tensor], stem: str
 ) -> tuple[nn.Module, dict[str, Tensor], str]:
     """The architecture of ``fmt`` and the state dict it loads; plus what was done (text)."""
-    if fmt == "state_dict":
-        fmt = "torchvision" if arch in torchvision_archs() else "timm"
+    if fmt in ("state_dict", "lightning", "solo_learn") and arch not in torchvision_archs():
+        fmt = "timm"  # e.g. solo-learn's ViTs are timm models
+    if fmt in ("state_dict", "lightning"):
+        fmt = "torchvision"
     if fmt == "timm":
         timm = _timm()
         if not timm.is_model(arch):

@@ -36,6 +36,8 @@ def _mia_rows(mia: dict[str, Any]) -> list[str]:
 def _aia_rows(aia: dict[str, Any] | None) -> list[str]:
     if not aia:
         return ["The dataset has no sensitive attribute: no attribute inference."]
+    if "skipped" in aia:
+        return [f"Not measured: {aia['skipped']}."]
     rows = ["| probe | acc [95% CI] | balanced acc | majority baseline |", "|---|---|---|---|"]
     for name, p in aia.items():
         if isinstance(p, dict):
@@ -44,6 +46,16 @@ def _aia_rows(aia: dict[str, Any] | None) -> list[str]:
                 f"| {_num(p['majority_baseline'])} |"
             )
     return rows
+
+
+def _utility(util: dict[str, Any]) -> str:
+    if "skipped" in util:
+        return f"Not measured: {util['skipped']}."
+    return (
+        "Task accuracy of a logistic probe fitted on the members' embeddings, scored on the "
+        f"non-members: {_num(util['test_acc'])}{_ci(util, 'acc')} (majority baseline "
+        f"{_num(util['majority_baseline'])})."
+    )
 
 
 def render_external(results: dict[str, Any], figure: str = "roc.png") -> str:
@@ -66,7 +78,9 @@ def render_external(results: dict[str, Any], figure: str = "roc.png") -> str:
         *_mia_rows(ext["mia"]),
         "",
         "AUC 0.5 is chance. Without a shadow encoder the score is threshold-free (no accuracy):",
-        "a threshold chosen on the audited members would flatter the attack.",
+        "a threshold chosen on the audited members would flatter the attack. With "
+        f"{meta['n_nonmembers']} non-members, FPRs below 1/{meta['n_nonmembers']} are read "
+        "from the ROC's first point and are not resolved.",
         "",
         f"![log-log ROC]({figure})",
         "",
@@ -76,9 +90,7 @@ def render_external(results: dict[str, Any], figure: str = "roc.png") -> str:
         "",
         "## Utility",
         "",
-        f"Task accuracy of a logistic probe fitted on the members' embeddings, scored on the "
-        f"non-members: {_num(util['test_acc'])}{_ci(util, 'acc')} (majority baseline "
-        f"{_num(util['majority_baseline'])}).",
+        _utility(util),
         "",
     ]
     return "\n".join(lines)

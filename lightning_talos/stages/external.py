@@ -260,6 +260,8 @@ def measure_aia(plan: ExternalPlan, h: np.ndarray) -> dict[str, Any] | None:
         return None
     n = len(plan.lists.members)
     attr = pool.attributes[plan.lists.index]
+    if len(np.unique(attr[:n])) < 2:
+        return {"skipped": "the members hold one attribute value: no probe can be fitted"}
     probes = run_probes(
         h[:n], attr[:n], h[n:], attr[n:], pool.num_attribute_classes,
         probes=tuple(map(str, cfg.aia.probes)),
@@ -278,6 +280,8 @@ def measure_utility(plan: ExternalPlan, h: np.ndarray) -> dict[str, Any]:
     """Task accuracy of a logistic probe on the members' embeddings, scored on non-members."""
     pool, n = plan.pool, len(plan.lists.members)
     labels = pool.labels[plan.lists.index]
+    if len(np.unique(labels[:n])) < 2:
+        return {"skipped": "the members hold one task label: no probe can be fitted"}
     pred = logistic_probe(h[:n], labels[:n], h[n:], pool.num_classes, seed=plan.cfg.seed)
     scored = attribute_metrics(
         pred, labels[n:], pool.num_classes, majority_from=labels[:n],

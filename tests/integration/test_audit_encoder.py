@@ -29,6 +29,7 @@ from lightning_talos.cli import main
 from lightning_talos.config.load import compose
 from lightning_talos.data.registry import load_pool
 from lightning_talos.models.external import IMAGENET_MEAN, IMAGENET_STD, load_external_encoder
+from lightning_talos.safe_load import file_digest
 
 pytestmark = pytest.mark.slow
 lightly = pytest.importorskip("lightly")
@@ -205,6 +206,7 @@ def test_a_shadow_encoder_calibrates_the_attacks(lightly_run: dict) -> None:
 
 
 def test_timm_checkpoint_loads_to_the_original_embeddings(tmp_path: Path) -> None:
+    torch.manual_seed(0)
     model = timm.create_model("resnet10t", pretrained=False, num_classes=8).eval()
     torch.save(model.state_dict(), tmp_path / "timm.pth")
     loaded = load_external_encoder(tmp_path / "timm.pth", arch="resnet10t", image_size=32)
@@ -213,6 +215,15 @@ def test_timm_checkpoint_loads_to_the_original_embeddings(tmp_path: Path) -> Non
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(x), model.forward_head(
             model.forward_features(normalised(x)), pre_logits=True))  # fmt: skip
+    # the README's timm command end to end: the file's digest and the lists are recorded
+    run = {"dir": tmp_path, "members": write_list(tmp_path / "m.txt", np.arange(0, 48)),
+           "nonmembers": write_list(tmp_path / "n.txt", np.arange(128, 176))}  # fmt: skip
+    found = audit(run, tmp_path / "timm.pth", "timm", "encoder.format=timm",
+                  "encoder.arch=resnet10t", "encoder.views=4")  # fmt: skip
+    encoder = found["meta"]["encoder"]
+    assert (encoder["format"], encoder["dim"]) == ("timm", model.num_features)
+    assert encoder["sha256"] == file_digest(tmp_path / "timm.pth")
+    assert found["external"]["mia"]["encoder_similarity"]["n_members"] == 48
 
 
 def test_torchvision_checkpoint_loads_to_the_original_embeddings(tmp_path: Path) -> None:
@@ -251,3 +262,40 @@ def test_solo_learn_checkpoint_loads_with_its_cifar_stem(tmp_path: Path) -> None
     x = torch.rand(4, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(x), backbone(normalised(x)))
+
+
+def test_any_lightning_prefix_and_a_ddp_state_dict_load(tmp_path: Path) -> None:
+    """A Lightning checkpoint with the backbone under ``encoder.`` (auto finds it, or
+    ``encoder.key_prefix`` names it) and a bare DDP-wrapped state dict (``module.``)."""
+    model = torchvision.models.mobilenet_v3_small(num_classes=8).eval()
+    state = model.state_dict()
+    torch.save({"state_dict": {f"encoder.{k}": v for k, v in state.items()}, "epoch": 1},
+               tmp_path / "any.ckpt")  # fmt: skip
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "ddp.pth")
+    model.classifier = nn.Identity()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(normalised(x))
+    for name, kwargs in [("any.ckpt", {}), ("any.ckpt", {"key_prefix": "encoder.",
+                         "fmt": "lightning"}), ("ddp.pth", {})]:  # fmt: skip
+        loaded = load_external_encoder(tmp_path / name, arch="mobilenet_v3_small", **kwargs)
+        assert loaded.format == ("lightning" if name == "any.ckpt" else "torchvision")
+        with torch.no_grad():
+            torch.testing.assert_close(loaded.module(x), expected)
+
+
+def test_members_of_one_class_skip_the_probes_and_say_why(tmp_path: Path) -> None:
+    """Probes need two classes among the members; the membership score does not."""
+    pool = load_pool(compose(DATA).data, seed=0)
+    same = np.flatnonzero((pool.labels == pool.labels[0]) & (pool.attributes == pool.attributes[0]))
+    model = torchvision.models.mobilenet_v3_small(num_classes=8)
+    torch.save(model.state_dict(), tmp_path / "tv.pth")
+    run = {"dir": tmp_path, "members": write_list(tmp_path / "m.txt", same[:3]),
+           "nonmembers": write_list(tmp_path / "n.txt", np.arange(200, 210))}  # fmt: skip
+    found = audit(run, tmp_path / "tv.pth", "one-class", "encoder.arch=mobilenet_v3_small",
+                  "encoder.views=2")  # fmt: skip
+    assert "one attribute value" in found["external"]["aia"]["skipped"]
+    assert "one task label" in found["external"]["utility"]["skipped"]
+    assert found["external"]["mia"]["encoder_similarity"]["n_members"] == 3
+    report = (tmp_path / "runs" / "one-class" / "audit-encoder" / "report.md").read_text()
+    assert report.count("Not measured") == 2

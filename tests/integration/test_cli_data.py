@@ -69,6 +69,7 @@ def test_synthetic_without_root(capsys: pytest.CaptureFixture[str]) -> None:
     info = _data(["data.synthetic.quarter_size=8", "data.image_size=16"], capsys)
     assert info["dataset"] == "synthetic"
     assert info["pool_size"] == 32
+    assert info["official_split"] is None  # generated: no official split
     assert info["num_classes"] == 8
     assert info["num_attribute_classes"] == 2
     assert info["splits"] == dict.fromkeys(QUARTERS, 8)
@@ -96,6 +97,7 @@ def test_cifar(tmp_path: Path, variant: str, classes: int, capsys) -> None:
     info = _data([*args, "data.verify_checksums=false"], capsys)
     assert info["dataset"] == variant
     assert info["pool_size"] == 17
+    assert info["official_split"] == {"train": 10, "val": 0, "test": 7}
     assert info["num_classes"] == classes
     assert info["num_attribute_classes"] == 0
     assert info["sensitive_attribute"] is None
@@ -117,6 +119,7 @@ def test_stl10(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     info = _data([*args, "data.image_size=32"], capsys)
     assert info["dataset"] == "stl10"
     assert info["pool_size"] == 9
+    assert info["official_split"] == {"train": 5, "val": 0, "test": 4}
     assert info["num_classes"] == 10
     assert info["num_attribute_classes"] == 0
     assert info["splits"] == dict.fromkeys(QUARTERS, 2)

@@ -182,3 +182,20 @@ def test_framework_stage_records_its_privacy_history(tiny_args: list[str], tmp_p
     assert history[-1]["train_acc"] == pytest.approx(metrics["val/member_acc"], abs=1e-6)
     figure = plot_privacy_history(root)
     assert figure is not None and figure.is_file()
+
+
+def test_without_a_logger_the_history_stays_in_memory(tmp_path: Path) -> None:
+    members, nonmembers = datasets(16, 16)
+    audit = PrivacyAudit(members, nonmembers, attacks=("loss",))
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, default_root_dir=tmp_path, callbacks=[audit],
+        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+        accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(TinyClassifier(), DataLoader(members, batch_size=8))
+    assert [row["epoch"] for row in audit.history] == [0, 1]
+    assert set(audit.history[0]) == {
+        "epoch", "loss/auc", "loss/tpr_at_1pct_fpr", "loss/tpr_at_0p1pct_fpr", "loss/advantage",
+        "train_acc", "test_acc", "generalization_gap",
+    }  # fmt: skip
+    assert not list(tmp_path.rglob("privacy_history.json"))

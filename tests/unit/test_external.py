@@ -40,6 +40,13 @@ def test_official_split_and_names_resolve_to_pool_indices(tmp_path: Path) -> Non
     assert resolve_members(str(indices), pool, key="k").tolist() == [9, 0]
 
 
+def test_names_the_pool_lacks_are_listed(tmp_path: Path) -> None:
+    listed = tmp_path / "names.txt"
+    listed.write_text("img_01.jpg\nimg_99.jpg\nother.png\n")
+    with pytest.raises(UserError, match="2 names that the faces pool does not have: img_99"):
+        resolve_members(str(listed), named_pool(), key="encoder.members")
+
+
 def test_val_split_of_a_pool_without_one_is_refused() -> None:
     with pytest.raises(UserError, match="official 'val' split is empty"):
         resolve_members("split:val", named_pool(), key="encoder.members")

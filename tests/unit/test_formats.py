@@ -55,6 +55,9 @@ def test_cifar_reads_pooled_train_then_test(tmp_path: Path, variant: str) -> Non
     assert pool.labels.dtype == np.int64 and (pool.labels == files.labels).all()
     assert pool.num_classes == files.num_classes and pool.attributes is None
     assert np.array_equal(pool.images.numpy(), files.images)
+    # the official split: train first (code 0), then test (code 2)
+    assert pool.official_split is not None
+    assert pool.official_split.tolist() == [0] * 7 + [2] * 3
 
 
 def test_cifar_pixel_order_is_channel_row_column(tmp_path: Path) -> None:
@@ -180,6 +183,8 @@ def test_utkface_skips_malformed_and_sorts(tmp_path: Path, caplog) -> None:
     # The flat colours come back in sorted-name order (JPEG: within a few levels).
     centre = pool.images[:, :, 8, 8].numpy().astype(int)
     assert np.abs(centre - files.colors.astype(int)).max() <= 4
+    # the names the samples were read from; UTKFace has no official split
+    assert pool.file_names == files.valid_names and pool.official_split is None
 
 
 def test_utkface_age_buckets_subfolder_and_no_attribute(tmp_path: Path) -> None:
@@ -248,6 +253,10 @@ def test_celeba_reads_attributes_and_composites(tmp_path: Path) -> None:
     assert (pool.num_classes, pool.num_attribute_classes) == (2, 4)
     centre = pool.images[:, :, 8, 8].numpy().astype(int)
     assert np.abs(centre - files.colors.astype(int)).max() <= 4
+    # file names and the official partition (the fixture writes i % 3 for row i)
+    assert pool.file_names == files.filenames
+    assert pool.official_split is not None
+    assert pool.official_split.tolist() == [i % 3 for i in range(12)]
 
 
 def test_celeba_subset_is_seeded_sorted_and_decodes_only_chosen_rows(tmp_path: Path) -> None:
