@@ -112,6 +112,10 @@ def cmd_audit(args: list[str]) -> None:
     dry_run = "--dry-run" in args
     overrides = [a for a in args if a != "--dry-run"]
     cfg = _compose(overrides)
+    if str(cfg.launcher.name) == "local" and not dry_run:
+        from lightning_talos.orchestration.launchers.forkserver import warm_up
+
+        warm_up()  # the job processes' imports run while the audit plans
     if str(cfg.launcher.name) != "none":
         from lightning_talos.orchestration.launchers.run import launch
 

@@ -4,8 +4,9 @@
 seconds each, then the attacks) twice in fresh run folders, as ``lightning-talos`` processes
 with the CLI's threading: ``launcher=none`` (every stage in one process, which takes every core)
 and ``launcher=local launcher.parallel=2`` (two stage processes at once, one core each). The
-ratio is the second wall time over the first; below 1, independent stages side by side beat
-the same stages in sequence with all the cores (small models do not use two cores well).
+ratio is the second wall time over the first (the median over ``BENCH_AUDIT_ROUNDS`` alternating
+pairs, default 1); below 1, independent stages side by side beat the same stages in sequence
+with all the cores (small models do not use two cores well).
 
 ``slurm_submit_to_start`` submits a few one-line jobs through submitit to the SLURM cluster this
 machine reaches (skipped without one) and reports the median seconds from the submit call to
@@ -82,10 +83,15 @@ def audit_local_vs_sequential(bench: Bench, run: Runner = run_audit_process) -> 
     (``BENCH_AUDIT=0`` skips it: ratio NaN)."""
     if os.environ.get("BENCH_AUDIT", "1") == "0":
         return {"ratio": float("nan"), "skipped": "BENCH_AUDIT=0"}
-    sequential = run([*AUDIT_ARGS, "launcher=none"])
-    parallel = run([*AUDIT_ARGS, "launcher=local", "launcher.parallel=2"])
+    rounds = int(os.environ.get("BENCH_AUDIT_ROUNDS", 1))
+    sequential, parallel = [], []
+    for _ in range(rounds):  # alternating, so a change in the machine's load hits both
+        sequential.append(run([*AUDIT_ARGS, "launcher=none"]))
+        parallel.append(run([*AUDIT_ARGS, "launcher=local", "launcher.parallel=2"]))
+    ratios = [p / s for p, s in zip(parallel, sequential)]
     return {
-        "ratio": parallel / sequential,
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
         "sequential_s": sequential,
         "local_parallel2_s": parallel,
         "audit": " ".join(AUDIT_ARGS),

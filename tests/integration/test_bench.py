@@ -62,6 +62,7 @@ def test_audit_ratio_times_both_launchers_on_the_same_audit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("BENCH_AUDIT", raising=False)
+    monkeypatch.setenv("BENCH_AUDIT_ROUNDS", "1")
     seconds = {"none": 10.0, "local": 7.5}
     calls: list[list[str]] = []
 

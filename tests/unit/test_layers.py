@@ -1,8 +1,7 @@
 """The package's layers, drawn from its imports: each folder imports only the layers below it.
 
 Every ``import`` counts, at module level or inside a function (a lazy import is still an
-arrow), and so does a dotted module path written as a string (the registry's ``lazy`` builders),
-except the command line named as a program a launcher starts.
+arrow), and so does a dotted module path written as a string (the registry's ``lazy`` builders).
 A module may import its own folder freely; anything else must sit in a strictly lower layer.
 """
 
@@ -32,10 +31,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__",),
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
-
-#: Entry points a launcher may name as a string to start as a program in a child process (a
-#: fork server preloads them): running the command line is not importing it.
-PROGRAMS = ("lightning_talos.cli", "lightning_talos.__main__")
 
 #: The most of the package's lines one folder may hold (a folder past it mixes concerns).
 MAX_FOLDER_SHARE = 0.20
@@ -78,7 +73,6 @@ def _imports(path: Path) -> set[str]:
             and isinstance(node.value, str)
             and node.value.startswith("lightning_talos.")
             and _is_module(node.value)
-            and node.value not in PROGRAMS
         ):
             found.add(node.value)
     return {m for m in found if m == "lightning_talos" or m.startswith("lightning_talos.")}

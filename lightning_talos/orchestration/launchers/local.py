@@ -4,9 +4,9 @@ Each process runs the job's stage command (``python -m lightning_talos ...``: th
 ``__main__`` with the command's arguments), started once every job it waits for has succeeded;
 each takes its fair share of the cores (``lightning_talos.threads``), so two at once on two
 cores train with one thread each. The audit process gives its own share up while it waits.
-The processes are forked from a multiprocessing fork server that imported torch and Lightning
-once (and ran nothing), so a job does not pay the seconds of those imports again: on small
-stages that start-up cost would eat the gain of running them side by side.
+The processes are forked from a multiprocessing fork server that imported torch, Lightning and
+the stage runners once (``forkserver.py``), so a job does not pay the seconds of those imports
+again: on small stages that start-up cost would eat the gain of running them side by side.
 
 A failed job leaves its dependents unstarted and the others running; the audit then stops with
 one line naming the failed stages and their logs. Logs go to ``<run>/jobs/<job>/<task>.log``;
@@ -15,11 +15,6 @@ one line naming the failed stages and their logs. Logs go to ``<run>/jobs/<job>/
 
 from __future__ import annotations
 
-import atexit
-import multiprocessing
-import os
-import runpy
-import sys
 import time
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -29,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from lightning_talos.errors import UserError
+from lightning_talos.orchestration.launchers.forkserver import fork_server, run_command
 from lightning_talos.orchestration.launchers.jobs import Job, Planned
 from lightning_talos.orchestration.launchers.slurm import JOBS_DIR
 from lightning_talos.orchestration.launchers.state import write_jobs
@@ -36,9 +32,6 @@ from lightning_talos.runs.settings import run_root
 from lightning_talos.threads import cpu_share
 
 _POLL_S = 0.2
-#: Modules the fork server imports once for every job (importing runs no OpenMP region, so
-#: forking after it is safe).
-PRELOAD = ["torch", "pytorch_lightning", "lightning_talos.cli", "lightning_talos.stages.training"]
 
 
 class _Running:
@@ -46,34 +39,6 @@ class _Running:
 
     def __init__(self, job: Job, label: str, proc: BaseProcess) -> None:
         self.job, self.label, self.proc = job, label, proc
-
-
-def fork_server() -> BaseContext:
-    """The multiprocessing context whose processes fork from a server with :data:`PRELOAD`."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    return context
-
-
-def run_command(argv: list[str], log: str) -> None:
-    """``python -m lightning_talos ARGV`` in this (forked) process, output to ``log``; the
-    process exits with the command's status."""
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    sys.argv = ["lightning-talos", *argv]
-    code = 1
-    try:
-        runpy.run_module("lightning_talos", run_name="__main__", alter_sys=True)
-        code = 0
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-    finally:
-        atexit._run_exitfuncs()  # noqa: SLF001 (a forked child skips them otherwise)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
 
 
 def run_local(cfg: DictConfig, planned: Planned) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from lightning_talos.errors import UserError
+from lightning_talos.interrupts import SignalInterruptError
 from lightning_talos.orchestration.launchers import scheduler
 from lightning_talos.orchestration.launchers.jobs import TRAIN, Job, Planned
 from lightning_talos.orchestration.launchers.state import read_jobs, write_jobs
@@ -179,6 +180,7 @@ def keep_or_resubmit(
 
 def submit_all(cfg: DictConfig, planned: Planned) -> dict[str, Any]:
     """Submit what ``planned`` still needs; returns the ``jobs.json`` entries of new jobs.
+    Interrupted (Ctrl-C, SIGTERM) or refused midway, it cancels the jobs it submitted.
 
     Raises:
         UserError: submitit missing, no SLURM, an unknown partition, or a rejected ``sbatch``
@@ -196,8 +198,10 @@ def submit_all(cfg: DictConfig, planned: Planned) -> dict[str, Any]:
             entries[job.name] = _submit(submitit, cfg, root, job, ids)
             ids[job.name] = entries[job.name]["job_id"]
             submitted += [t["id"] for t in entries[job.name]["tasks"].values()]
-    except Exception as err:  # sbatch rejected a job: take back this call's jobs
+    except (Exception, KeyboardInterrupt) as err:  # take back this call's jobs
         scheduler.cancel(submitted)
+        if isinstance(err, KeyboardInterrupt | SignalInterruptError):
+            raise
         first = str(err).strip().splitlines() or [type(err).__name__]
         reason = next((line for line in first if "error" in line.lower()), first[-1])
         raise UserError(

@@ -30,6 +30,8 @@ from lightning_talos.orchestration.launchers.state import read_jobs, task_owners
 from lightning_talos.runs.context import RunContext
 from tests.conftest import TINY_ARGS
 
+pytestmark = pytest.mark.slow  # whole audits as separate processes or SLURM jobs
+
 AUDIT = [
     *TINY_ARGS,
     "mia.label_only_samples=4",
@@ -230,7 +232,7 @@ def test_cancelled_stage_is_resubmitted_and_resumes_from_its_checkpoint(
     cluster: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = [*AUDIT, f"run.dir={tmp_path}", "launcher=slurm_local", "methods=[supervised]",
-            "attacks=[metric]", "supervised.max_epochs=40",
+            "attacks=[metric]", "supervised.max_epochs=20",
             "trainer.checkpoint_every_n_steps=1"]  # fmt: skip
     root = tmp_path / "tiny"
     with pytest.MonkeyPatch.context() as mp:

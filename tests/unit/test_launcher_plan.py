@@ -217,3 +217,25 @@ def test_status_of_a_missing_run_is_one_line(
 ) -> None:
     assert main(["status", *_args(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == f"error: no run at {tmp_path / 'runs' / 'r'}"
+
+
+def test_local_failed_job_leaves_its_dependents_unstarted(tmp_path: Path) -> None:
+    from lightning_talos.orchestration.launchers.jobs import TRAIN, Job, Planned, Task
+    from lightning_talos.orchestration.launchers.local import run_local
+    from lightning_talos.orchestration.launchers.state import read_jobs
+
+    cfg = compose(_args(tmp_path, "launcher=local"))
+    ok = ("data", "experiment=synthetic_cpu", "data.synthetic.quarter_size=16")
+    jobs = [
+        Job("bad", TRAIN, [Task("bad", ("data", "data.name=nope"), ())]),
+        Job("after-bad", TRAIN, [Task("after-bad", ok, ())], deps=["bad"]),
+        Job("other", TRAIN, [Task("other", ok, ())]),
+    ]
+    with pytest.raises(UserError, match=r"2 job\(s\) did not finish: bad: exit status 2"):
+        run_local(cfg, Planned(jobs, {}))
+    tasks = {name: job["tasks"][name] for name, job in read_jobs(run_root(cfg))["jobs"].items()}
+    assert tasks["bad"]["state"] == "failed" and tasks["bad"]["returncode"] == 2
+    assert "error: invalid value for 'data.name'" in Path(tasks["bad"]["log"]).read_text()
+    assert tasks["after-bad"]["state"] == "skipped"
+    assert tasks["other"]["state"] == "done"
+    assert json.loads(Path(tasks["other"]["log"]).read_text().splitlines()[-1])["splits"]
