@@ -125,8 +125,9 @@ _SHARE: CpuShare | None = None
 
 def cpu_share() -> CpuShare | None:
     """The process's registered :class:`CpuShare`, or None when the user set the thread count
-    (``OMP_NUM_THREADS``) or the CLI did not set the threading defaults up."""
-    return _SHARE
+    (``OMP_NUM_THREADS``, read now: set after a share started, it still wins) or the CLI did not
+    set the threading defaults up."""
+    return None if "OMP_NUM_THREADS" in os.environ else _SHARE
 
 
 def start_cpu_share(environ: MutableMapping[str, str] | None = None) -> CpuShare | None:

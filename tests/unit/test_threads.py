@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lightning_talos import threads
 from lightning_talos.threads import SPIN_COUNT, CpuShare, configure_cpu_threads, start_cpu_share
 
 PROBE = """
@@ -69,3 +70,13 @@ def test_cpu_share_splits_cores_between_live_runs(tmp_path: Path) -> None:
 
 def test_user_thread_count_turns_the_share_off() -> None:
     assert start_cpu_share({"OMP_NUM_THREADS": "3"}) is None
+
+
+def test_a_thread_count_set_later_still_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A share started by an earlier command of this process is not applied once the user
+    sets ``OMP_NUM_THREADS`` (one command in-process after another, as tests run them)."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_SHARE", threads.CpuShare(cores=2))
+    assert threads.cpu_share() is not None
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.cpu_share() is None
