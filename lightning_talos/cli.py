@@ -107,20 +107,20 @@ def _attack(name: str) -> Callable[[list[str]], None]:
 
 
 def cmd_audit(args: list[str]) -> None:
-    from lightning_talos.orchestration.audit import run_audit
-
     dry_run = "--dry-run" in args
     overrides = [a for a in args if a != "--dry-run"]
     cfg = _compose(overrides)
     if str(cfg.launcher.name) == "local" and not dry_run:
         from lightning_talos.orchestration.launchers.forkserver import warm_up
 
-        warm_up()  # the job processes' imports run while the audit plans
+        warm_up()  # the fork server imports torch and Lightning while this goes on
     if str(cfg.launcher.name) != "none":
         from lightning_talos.orchestration.launchers.run import launch
 
-        if not launch(cfg, overrides, dry_run=dry_run):
-            return  # a dry run, or jobs submitted to SLURM (their last job writes results)
+        launch(cfg, overrides, dry_run=dry_run)  # slurm: the last job writes results.json
+        return
+    from lightning_talos.orchestration.audit import run_audit
+
     run_audit(cfg, dry_run=dry_run)
 
 

@@ -19,6 +19,8 @@ PARTITION=${SLURM_PARTITION_NAME:-debug}
 LOG_DIR=/var/log/slurm
 
 say() { echo "slurm.sh: $*"; }
+# every online CPU (nproc would honour OMP_NUM_THREADS)
+cpus() { getconf _NPROCESSORS_ONLN; }
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then
@@ -96,7 +98,7 @@ SlurmctldLogFile=$LOG_DIR/slurmctld.log
 SlurmdLogFile=$LOG_DIR/slurmd.log
 KillWait=30
 MinJobAge=600
-NodeName=$HOST CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
+NodeName=$HOST CPUs=$(cpus) RealMemory=$mem State=UNKNOWN
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONF
   mv "$CONF.tmp" "$CONF"
@@ -125,7 +127,7 @@ up() {
     say "the node did not come up (state: '$(node_state)'); see $LOG_DIR/slurmctld.log and slurmd.log"
     exit 1
   fi
-  say "up: partition $PARTITION on $HOST, $(nproc) CPUs"
+  say "up: partition $PARTITION on $HOST, $(cpus) CPUs"
 }
 
 down() {

@@ -121,16 +121,25 @@ def slurm_submit_to_start(bench: Bench) -> dict[str, Any]:
         for n in range(SLURM_PROBES):  # one at a time: each finds the queue empty
             mark = Path(folder) / f"start-{n}"
             submitted = time.time()
-            executor.submit(write_start_time, str(mark))
+            job = executor.submit(write_start_time, str(mark))
             deadline = submitted + SLURM_WAIT_S
             while not mark.is_file() and time.time() < deadline:
                 time.sleep(0.05)
             if not mark.is_file():
                 return {"ratio": float("nan"), "skipped": f"no job started in {SLURM_WAIT_S} s"}
-            time.sleep(0.1)  # the job wrote the file; let it finish before the next one
             delays.append(float(mark.read_text()) - submitted)
+            _wait_gone(str(job.job_id))  # the next probe finds the queue and the node free
     return {
         "ratio": statistics.median(delays),
         "delays_s": delays,
         "note": "submit call (sbatch) -> first line of the job's Python, median",
     }
+
+
+def _wait_gone(job_id: str, timeout: float = 60.0) -> None:
+    """Until ``job_id`` has left the queue (completed, and no longer completing)."""
+    from lightning_talos.orchestration.launchers.scheduler import LIVE, query
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and query([job_id])[job_id].state in LIVE:
+        time.sleep(0.1)

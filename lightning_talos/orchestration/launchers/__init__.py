@@ -8,7 +8,8 @@ are the stage commands' own:
 
 * ``jobs.py``: the audit graph (``orchestration/audit.graph`` and ``plan``) as jobs with their
   commands and dependencies; the reference models of a method are one job array.
-* ``local.py``: ``launcher=local``, up to ``launcher.parallel`` jobs at once as processes here.
+* ``local.py``: ``launcher=local``, up to ``launcher.parallel`` jobs at once as processes here,
+  forked from a fork server that imported torch and Lightning once (``forkserver.py``).
 * ``slurm.py``: ``launcher=slurm``, one SLURM job per stage through submitit, chained with
   ``afterok``, and a last job that writes ``results.json``; ``scheduler.py`` asks SLURM about
   recorded jobs.

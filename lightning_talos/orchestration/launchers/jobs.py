@@ -16,13 +16,16 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_talos.orchestration.audit import Node, graph, plan
-from lightning_talos.runs.context import RunContext
 from lightning_talos.runs.settings import run_root
 from lightning_talos.stages.registry import TrainStage, role_family, upstream_closure
+
+if TYPE_CHECKING:  # imported where used: torch and Lightning come with them
+    from lightning_talos.orchestration.audit import Node
+    from lightning_talos.runs.context import RunContext
 
 #: Kinds of jobs; each kind gets its own resources (``launcher.train``, ``launcher.attack``).
 TRAIN, ATTACK, RESULTS = "train", "attack", "results"
@@ -99,6 +102,8 @@ def launcher_free(args: Sequence[str]) -> list[str]:
 
 def units(cfg: DictConfig, args: Sequence[str]) -> list[Unit]:
     """The seed runs of an audit (one without ``seeds``), as ``run_audit`` makes them."""
+    from lightning_talos.runs.context import RunContext
+
     base = launcher_free(args)
     run_dir = Path(cfg.run.dir).expanduser().resolve()
     if not cfg.seeds:
@@ -157,6 +162,8 @@ def plan_jobs(cfg: DictConfig, args: Sequence[str], *, results: bool) -> Planned
 
 
 def _unit_jobs(unit: Unit, out: dict[str, tuple[Unit, Node, str]]) -> list[Job]:
+    from lightning_talos.orchestration.audit import graph, plan
+
     cfg = unit.cfg
     nodes = graph(cfg, unit.ctx.pool.has_attribute)
     actions = plan(unit.ctx, nodes)

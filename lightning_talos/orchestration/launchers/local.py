@@ -15,6 +15,7 @@ one line naming the failed stages and their logs. Logs go to ``<run>/jobs/<job>/
 
 from __future__ import annotations
 
+import sys
 import time
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -25,7 +26,7 @@ from omegaconf import DictConfig
 
 from lightning_talos.errors import UserError
 from lightning_talos.orchestration.launchers.forkserver import fork_server, run_command
-from lightning_talos.orchestration.launchers.jobs import Job, Planned
+from lightning_talos.orchestration.launchers.jobs import Job, Planned, plan_jobs
 from lightning_talos.orchestration.launchers.slurm import JOBS_DIR
 from lightning_talos.orchestration.launchers.state import write_jobs
 from lightning_talos.runs.settings import run_root
@@ -39,6 +40,42 @@ class _Running:
 
     def __init__(self, job: Job, label: str, proc: BaseProcess) -> None:
         self.job, self.label, self.proc = job, label, proc
+
+
+def audit_local(cfg: DictConfig, args: list[str]) -> None:
+    """``audit launcher=local``: plan, run the jobs, write ``results.json`` and the report.
+
+    The planning and the results run in processes of the fork server too, so this process
+    never imports torch: its imports would only compete with the server's for the cores.
+
+    Raises:
+        UserError: a changed setting (before anything runs), or a failed job.
+    """
+    context = fork_server()
+    with context.Pool(1) as pool:  # type: ignore[attr-defined]
+        jobs = pool.apply(planned_jobs, (cfg, list(args)))
+    run_local(cfg, Planned(jobs, {}))
+    with context.Pool(1) as pool:  # type: ignore[attr-defined]
+        pool.apply(write_results, (cfg,))
+
+
+def planned_jobs(cfg: DictConfig, args: list[str]) -> list[Job]:
+    """The jobs of :func:`plan_jobs` (in a fork-server process)."""
+    from lightning_talos.stages.registry import register_variants
+
+    register_variants(cfg)  # this process has not read the config yet
+    return plan_jobs(cfg, args, results=False).jobs
+
+
+def write_results(cfg: DictConfig) -> None:
+    """``results.json``, the report and the console table once every stage is done (in a
+    fork-server process)."""
+    from lightning_talos.orchestration.audit import run_audit
+    from lightning_talos.stages.registry import register_variants
+
+    register_variants(cfg)
+    run_audit(cfg)
+    sys.stdout.flush()
 
 
 def run_local(cfg: DictConfig, planned: Planned) -> None:

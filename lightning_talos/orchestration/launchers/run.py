@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from lightning_talos.orchestration.launchers.estimate import estimate, job_gpus
 from lightning_talos.orchestration.launchers.jobs import TRAIN, Job, Planned, plan_jobs
-from lightning_talos.orchestration.launchers.local import run_local
+from lightning_talos.orchestration.launchers.local import audit_local
 from lightning_talos.orchestration.launchers.slurm import (
     preflight,
     resources,
@@ -18,31 +18,29 @@ from lightning_talos.orchestration.launchers.slurm import (
 )
 
 
-def launch(cfg: DictConfig, args: Sequence[str], *, dry_run: bool = False) -> bool:
-    """Run or submit an audit's jobs; True when every stage has run here (``local``), so the
-    caller writes ``results.json``; False after a dry run or a SLURM submission.
+def launch(cfg: DictConfig, args: Sequence[str], *, dry_run: bool = False) -> None:
+    """Run (``local``) or submit (``slurm``) an audit's jobs, or list them (``dry_run``).
 
     Raises:
         UserError: a changed setting (before anything runs), a failed local job, or a SLURM
             submission problem (see ``launchers.slurm.submit_all``).
     """
     slurm = str(cfg.launcher.name) == "slurm"
+    if not slurm and not dry_run:
+        audit_local(cfg, list(args))
+        return
     if slurm and not dry_run:
         preflight(cfg)  # before planning: a cluster problem is the first thing to know
     planned = plan_jobs(cfg, args, results=slurm)
     if dry_run:
         print(describe(cfg, planned, slurm=slurm))
-        return False
-    if not slurm:
-        run_local(cfg, planned)
-        return True
+        return
     if not planned.jobs:
         print("[slurm] every stage is done and results.json is up to date: nothing to submit")
-        return False
+        return
     submit_all(cfg, planned)
     names = [f"run.dir={cfg.run.dir}", f"run.name={cfg.run.name}"]
     print(f"[slurm] watch it: lightning-talos status {shlex.join(names)}")
-    return False
 
 
 def describe(cfg: DictConfig, planned: Planned, *, slurm: bool) -> str:
