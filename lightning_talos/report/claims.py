@@ -482,7 +482,9 @@ def other_families(runs: list[dict[str, Any]], basis: list[str]) -> list[str]:
     return sorted(found, key=lambda f: (order.index(f) if f in order else len(order), f))
 
 
-def _with_families(claim: dict[str, Any], judge: Callable[[list[str]], dict], families: list[str]):
+def _with_families(
+    claim: dict[str, Any], judge: Callable[[list[str]], dict], families: list[str]
+) -> dict[str, Any]:
     """Claim ``claim`` plus one verdict per other attack family (``families``), each judged by
     ``judge`` on that family's attacks alone."""
     claim["families"] = {}
