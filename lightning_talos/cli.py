@@ -144,21 +144,23 @@ def cmd_report(args: list[str]) -> None:
 
 
 def cmd_audit_encoder(args: list[str]) -> None:
+    from lightning_talos.analysis.names import PAPER_ATTACKS
     from lightning_talos.report.external import write_external_report
     from lightning_talos.runs.lock import run_lock
     from lightning_talos.runs.settings import run_root
     from lightning_talos.stages.external import STAGE, prepare_external, run_external
     from lightning_talos.stages.wandb_log import log_attack
 
+    MIA, AIA = PAPER_ATTACKS
     cfg = _compose(args)
     plan = prepare_external(cfg)  # every input checked before anything is written
     with run_lock(run_root(cfg), wait=False):
         results = run_external(plan)
         report, png = write_external_report(plan.out_dir, results)
         ext = results["external"]
-        summary = {"attacks": ext["mia"], "aia": ext["aia"], "utility": ext["utility"]}
+        summary = {"attacks": ext[MIA], AIA: ext[AIA], "utility": ext["utility"]}
         log_attack(cfg, run_root(cfg), STAGE, summary, image=png)
-    auc = results["external"]["mia"]["encoder_similarity"]
+    auc = results["external"][MIA]["encoder_similarity"]
     print(f"[{STAGE}] membership AUC {auc['auc']:.3f} {auc['ci95']['auc']}: {report}")
 
 

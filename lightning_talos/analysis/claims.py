@@ -54,7 +54,7 @@ from lightning_talos.analysis.names import PAPER_ATTACKS, PAPER_METHODS
 SUPERVISED, CONTRASTIVE, TALOS = PAPER_METHODS
 MIA, AIA = PAPER_ATTACKS
 #: The models as the reasons name them.
-_NAMES = {SUPERVISED: "supervised", CONTRASTIVE: "contrastive", TALOS: "Talos"}
+_NAMES = {SUPERVISED: SUPERVISED, CONTRASTIVE: CONTRASTIVE, TALOS: "Talos"}
 
 VERDICTS = ("holds", "does not hold", "inconclusive", "not evaluated")
 #: The paper's basis (``claims.*`` defaults): its membership attacks (NN, the four metric
@@ -482,7 +482,9 @@ def other_families(runs: list[dict[str, Any]], basis: list[str]) -> list[str]:
     return sorted(found, key=lambda f: (order.index(f) if f in order else len(order), f))
 
 
-def _with_families(claim: dict[str, Any], judge: Callable[[list[str]], dict], families: list[str]):
+def _with_families(
+    claim: dict[str, Any], judge: Callable[[list[str]], dict], families: list[str]
+) -> dict[str, Any]:
     """Claim ``claim`` plus one verdict per other attack family (``families``), each judged by
     ``judge`` on that family's attacks alone."""
     claim["families"] = {}

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lightning_talos.analysis.names import PAPER_ATTACKS
 from lightning_talos.analysis.plots import plot_roc
+
+MIA, AIA = PAPER_ATTACKS
 
 
 def _num(value: Any) -> str:
@@ -71,11 +74,11 @@ def render_external(results: dict[str, Any], figure: str = "roc.png") -> str:
         f"- data: {meta['dataset']} at {meta['image_size']} px; {meta['n_members']} members, "
         f"{meta['n_nonmembers']} non-members; list hashes "
         + ", ".join(f"{k} `{v}`" for k, v in meta["lists_hash"].items()),
-        f"- views per image: {meta['views']}; bootstrap resamples: {meta['bootstrap']['mia']}",
+        f"- views per image: {meta['views']}; bootstrap resamples: {meta['bootstrap'][MIA]}",
         "",
         "## Membership inference (EncoderMI similarity of augmented views)",
         "",
-        *_mia_rows(ext["mia"]),
+        *_mia_rows(ext[MIA]),
         "",
         "AUC 0.5 is chance. Without a shadow encoder the score is threshold-free (no accuracy):",
         "a threshold chosen on the audited members would flatter the attack. With "
@@ -86,7 +89,7 @@ def render_external(results: dict[str, Any], figure: str = "roc.png") -> str:
         "",
         "## Attribute inference (probes fitted on members, scored on non-members)",
         "",
-        *_aia_rows(ext["aia"]),
+        *_aia_rows(ext[AIA]),
         "",
         "## Utility",
         "",
@@ -98,7 +101,7 @@ def render_external(results: dict[str, Any], figure: str = "roc.png") -> str:
 
 def write_external_report(out_dir: Path, results: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``report.md`` and ``roc.png`` into ``out_dir``; returns both paths."""
-    mia = results["external"]["mia"]
+    mia = results["external"][MIA]
     png = plot_roc(mia, out_dir / "roc.png", title="Membership of the encoder")
     report = out_dir / "report.md"
     report.write_text(render_external(results, png.name))

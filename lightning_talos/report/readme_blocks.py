@@ -24,9 +24,10 @@ from lightning_talos.report.frontier import rows as frontier_rows
 from lightning_talos.report.readme import demo_body, end, provenance, start
 from lightning_talos.report.report import load_results
 from lightning_talos.report.stronger import stronger_table
-from lightning_talos.stages.registry import PAPER_ATTACKS
+from lightning_talos.stages.registry import PAPER_ATTACKS, PAPER_METHODS
 
 MIA, AIA = PAPER_ATTACKS
+_, CONTRASTIVE, TALOS = PAPER_METHODS
 #: A table row holding a decimal number (``0.735``, ``15.5x``, ``455.1 s``): a numbers table.
 _NUMBER_ROW = re.compile(r"^\s*\|.*\d\.\d")
 #: Sweep settings are listed in this file of the sweep folder (``orchestration/sweep.py``).
@@ -110,7 +111,7 @@ def _sweep(path: Path, command: str) -> str:
             continue
         results = load_results(run)
         first = first or results
-        talos, contrastive = results.get("talos") or {}, results.get("contrastive") or {}
+        talos, contrastive = results.get(TALOS) or {}, results.get(CONTRASTIVE) or {}
         probes = [_acc(talos, AIA, p) for p in ("logistic", "knn", "mlp")]
         cells = [*probes, _acc(talos, "utility", None), _acc(contrastive, "utility", None)]
         lines.append(f"| {setting['label']} | {_overrides(setting)} | " + " | ".join(cells) + " |")

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from lightning_talos.analysis.names import PAPER_ATTACKS
 from lightning_talos.attacks.attribute import attribute_metrics, logistic_probe, run_probes
 from lightning_talos.attacks.encoder import encoder_attack, similarity_score, view_similarities
 from lightning_talos.attacks.metrics import membership_metrics
@@ -54,6 +55,8 @@ STAGE = "audit-encoder"
 #: Keys of a threshold-free membership entry (no shadow: no calibrated decision).
 THRESHOLD_FREE = ("auc", "advantage", "tpr_at_1pct_fpr", "tpr_at_0p1pct_fpr")
 LOW_FPRS = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0p1pct_fpr": 0.001}
+
+MIA, AIA = PAPER_ATTACKS  # the entries of the ``external`` result, as ``audit`` names them
 
 
 @dataclass
@@ -312,7 +315,7 @@ def _meta(plan: ExternalPlan, wall: float) -> dict[str, Any]:
         "n_nonmembers": len(plan.lists.nonmembers),
         "views": int(cfg.encoder.views),
         "seeds": [int(cfg.seed)],
-        "bootstrap": {"mia": int(cfg.mia.bootstrap), "aia": int(cfg.aia.bootstrap)},
+        "bootstrap": {MIA: int(cfg.mia.bootstrap), AIA: int(cfg.aia.bootstrap)},
         "git_commit": git_commit(),
         "versions": versions(),
         "wall_time_s": {STAGE: round(wall, 2)},
@@ -330,8 +333,8 @@ def run_external(plan: ExternalPlan) -> dict[str, Any]:
     start = time.time()
     h = embeddings(plan.target, plan.pool, plan.lists.index, int(plan.cfg.data.eval_batch_size))
     external = {
-        "mia": measure_mia(plan),
-        "aia": measure_aia(plan, h),
+        MIA: measure_mia(plan),
+        AIA: measure_aia(plan, h),
         "utility": measure_utility(plan, h),
     }
     results = {
