@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,17 @@ def tiny_args(tmp_path: Path) -> list[str]:
     Append more overrides (``[*tiny_args, "seed=1"]``): later ones win.
     """
     return [*TINY_ARGS, f"run.dir={tmp_path / 'runs'}"]
+
+
+@pytest.fixture
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Bitwise equality holds at a fixed thread count (float sums depend on it): one thread in
+    this process and in every process it starts (``OMP_NUM_THREADS`` also turns off the fair
+    core share, which would give a run alone more threads than one beside another)."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,8 @@ from tests.fixtures.processes import REPO, batch_position, launch, wait_for_posi
 from tests.fixtures.wandb_history import history, offline_runs, training_rows
 from tests.integration.test_exact_resume import _equal
 
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Bitwise equality holds at a fixed thread count (float sums depend on it): one thread in
-    this process and in every process it starts (``OMP_NUM_THREADS`` also turns off the fair
-    core share, which would give a run alone more threads than one beside another)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: Bitwise equality holds at a fixed thread count: every process of these tests runs one.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 #: 128 members, a half per rank, batches of 8: one epoch of eight batches on each rank.

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,8 @@ from lightning_talos.cli import main
 from tests.fixtures.processes import batch_position, launch, wait_for_file, wait_for_position
 from tests.fixtures.wandb_history import history, offline_runs, training_rows
 
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Bitwise equality holds at a fixed thread count (float sums depend on it): one thread in
-    this process and in every process it starts (``OMP_NUM_THREADS`` also turns off the fair
-    core share, which would give a run alone more threads than one beside another)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: Bitwise equality holds at a fixed thread count: every process of these tests runs one.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 #: 64 training images in batches of 16: four batches per epoch.
