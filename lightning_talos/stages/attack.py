@@ -137,6 +137,14 @@ def _nn(cfg: DictConfig, shadow: ModelOutputs, target: ModelOutputs) -> dict[str
     }
 
 
+def probe_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The ``aia`` section as :func:`~lightning_talos.attacks.attribute.run_probes` keywords."""
+    mlp = {"hidden": tuple(cfg.aia.mlp_hidden), "lr": cfg.aia.mlp_lr,
+           "epochs": cfg.aia.mlp_epochs, "batch_size": cfg.aia.mlp_batch_size}  # fmt: skip
+    return {"probes": tuple(map(str, cfg.aia.probes)), "mlp_kwargs": mlp,
+            "knn_k": cfg.aia.knn_k, "n_bootstrap": cfg.aia.bootstrap, "seed": cfg.seed}  # fmt: skip
+
+
 def compute_aia(ctx: RunContext, source: ModelSource) -> dict[str, Any]:
     """Fresh probes on the target's embeddings: trained on members, scored on non-members.
 
@@ -155,13 +163,7 @@ def compute_aia(ctx: RunContext, source: ModelSource) -> dict[str, Any]:
     probes = run_probes(
         train.embeddings.numpy(), train.attributes.numpy(),
         test.embeddings.numpy(), test.attributes.numpy(),
-        ctx.pool.num_attribute_classes,
-        probes=tuple(map(str, cfg.aia.probes)),
-        mlp_kwargs={
-            "hidden": tuple(cfg.aia.mlp_hidden), "lr": cfg.aia.mlp_lr,
-            "epochs": cfg.aia.mlp_epochs, "batch_size": cfg.aia.mlp_batch_size,
-        },
-        knn_k=cfg.aia.knn_k, n_bootstrap=cfg.aia.bootstrap, seed=cfg.seed,
+        ctx.pool.num_attribute_classes, **probe_settings(cfg),
     )  # fmt: skip
     strongest = probes.pop("strongest")
     return {

@@ -47,6 +47,7 @@ from lightning_talos.errors import UserError
 from lightning_talos.models.external import ExternalEncoder, load_external_encoder
 from lightning_talos.runs.records import git_commit, versions
 from lightning_talos.runs.settings import run_root
+from lightning_talos.stages.attack import probe_settings
 from lightning_talos.stages.features import device
 
 log = logging.getLogger(__name__)
@@ -266,14 +267,8 @@ def measure_aia(plan: ExternalPlan, h: np.ndarray) -> dict[str, Any] | None:
     if len(np.unique(attr[:n])) < 2:
         return {"skipped": "the members hold one attribute value: no probe can be fitted"}
     probes = run_probes(
-        h[:n], attr[:n], h[n:], attr[n:], pool.num_attribute_classes,
-        probes=tuple(map(str, cfg.aia.probes)),
-        mlp_kwargs={
-            "hidden": tuple(cfg.aia.mlp_hidden), "lr": cfg.aia.mlp_lr,
-            "epochs": cfg.aia.mlp_epochs, "batch_size": cfg.aia.mlp_batch_size,
-        },
-        knn_k=cfg.aia.knn_k, n_bootstrap=cfg.aia.bootstrap, seed=cfg.seed,
-    )  # fmt: skip
+        h[:n], attr[:n], h[n:], attr[n:], pool.num_attribute_classes, **probe_settings(cfg)
+    )
     strongest = probes.pop("strongest")
     return {**probes, "majority_baseline": probes[strongest]["majority_baseline"],
             "strongest": strongest}  # fmt: skip
