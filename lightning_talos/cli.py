@@ -165,8 +165,10 @@ def cmd_audit_encoder(args: list[str]) -> None:
 
 
 def cmd_readme(args: list[str]) -> None:
+    from lightning_talos.bench.demo import refresh_reference
     from lightning_talos.report.readme_blocks import write_blocks
 
+    print(refresh_reference(Path.cwd()))
     readme = [a.split("=", 1)[1] for a in args if a.startswith("--readme=")]
     written = write_blocks(Path(readme[0] if readme else "README.md"), Path.cwd())
     print("rewrote: " + (", ".join(written) or "nothing (no runs found)"))

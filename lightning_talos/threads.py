@@ -66,7 +66,7 @@ class CpuShare:
 
     def __init__(self, folder: Path | None = None, cores: int | None = None) -> None:
         self.folder = folder or Path(tempfile.gettempdir()) / "lightning_talos-cpu-share"
-        self.cores = cores or _available_cores()
+        self.cores = cores or available_cores()
         self.pid = os.getpid()
         self._applied: int | None = None
 
@@ -103,7 +103,8 @@ class CpuShare:
         return share
 
 
-def _available_cores() -> int:
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity; every core off Linux)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

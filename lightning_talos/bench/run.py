@@ -16,7 +16,8 @@ rounds, default 3), ``BENCH_THREADS`` (torch intra-op threads, default 1 on CPU)
 threading: torch's default thread count unless ``OMP_NUM_THREADS`` is set), ``BENCH_AUDIT=0``
 (skip ``audit_local_vs_sequential``, two small audits: about a minute on 2 cores),
 ``BENCH_SLURM=0`` (skip ``slurm_submit_to_start_s``: seconds, not a ratio; skipped anyway
-without a SLURM cluster).
+without a SLURM cluster). ``demo_predicted_s`` is seconds too: ``make demo``'s wall time
+predicted from this machine's SimCLR throughput with every core (:mod:`.demo`).
 The numbers are ratios measured side by side, so they hold on a noisy machine; nothing here
 asserts on time.
 """
@@ -39,11 +40,12 @@ from omegaconf import DictConfig
 
 from lightning_talos.bench.concurrent import concurrent_vs_alone
 from lightning_talos.bench.context import Bench, thread_count
+from lightning_talos.bench.demo import demo_time
 from lightning_talos.bench.launchers import audit_local_vs_sequential, slurm_submit_to_start
 from lightning_talos.bench.other import attacks, augmentation
 from lightning_talos.bench.training import data_path, framework_overhead, precision_layout
 from lightning_talos.config.load import compose
-from lightning_talos.runs.records import git_commit
+from lightning_talos.runs.records import git_commit, machine_info
 
 #: Without ``experiment=``: the CPU preset, shrunk so the whole run takes ~2-3 min on 2 cores.
 #: Later ``key=value`` arguments override these.
@@ -65,13 +67,18 @@ HEADLINES: dict[str, tuple[Callable[[Bench], dict[str, Any]], float, str]] = {
     "concurrent_vs_alone": (concurrent_vs_alone, 2.3, "max"),
     "audit_local_vs_sequential": (audit_local_vs_sequential, 0.85, "max"),
     "slurm_submit_to_start_s": (slurm_submit_to_start, 5.0, "max"),
+    # seconds, not a ratio: `make demo`'s predicted wall time here (README: under 10 minutes)
+    "demo_predicted_s": (demo_time, 600.0, "max"),
 }
 
 
 def machine() -> dict[str, Any]:
     """CPU count, device name and library versions."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    host = machine_info()
     return {
+        "cpu": host["cpu"],
+        "cpu_capability": host["cpu_capability"],
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "gpu": gpu,

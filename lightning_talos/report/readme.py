@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_talos.errors import UserError
+from lightning_talos.report.profile import profile_table
 from lightning_talos.report.report import claims, table
 from lightning_talos.stages.registry import method_labels, method_names
 
@@ -64,8 +65,15 @@ def provenance(results: dict[str, Any]) -> str:
 
 
 def demo_body(results: dict[str, Any]) -> list[str]:
-    """The demo block's parts: provenance, utilities, the paper-style table and the verdicts."""
-    return [provenance(results), utility_table(results), table(results), "\n".join(claims(results))]
+    """The demo block's parts: provenance, utilities, the paper-style table, the verdicts and
+    the per-stage profile (when recorded)."""
+    parts = [
+        provenance(results),
+        utility_table(results),
+        table(results),
+        "\n".join(claims(results)),
+    ]
+    return [*parts, profile_table(results)] if profile_table(results) else parts
 
 
 def demo_block(results: dict[str, Any], name: str) -> str:

@@ -134,7 +134,8 @@ def _bench(path: Path, command: str) -> str:
     machine, config = report.get("machine") or {}, report.get("config") or {}
     lines = [
         f"Run by commit `{str(report.get('git_commit') or 'unknown')[:10]}` on "
-        f"{machine.get('processor', 'an unrecorded CPU')} ({machine.get('cpu_count', '?')} "
+        f"{machine.get('cpu') or machine.get('processor', 'an unrecorded CPU')} "
+        f"({machine.get('cpu_count', '?')} "
         f"cores, torch {machine.get('torch', '?')}, precision {config.get('precision', '?')}); "
         f"total {report.get('wall_s', 0):.0f} s. Command: `{command}`.",
         "",
@@ -147,7 +148,23 @@ def _bench(path: Path, command: str) -> str:
         met = {True: "yes", False: "no", None: "–"}[target["met"]]
         shown = "skipped" if value is None else f"{value:.2f}"
         lines.append(f"| `{key}` | {shown} | {sign}{target['target']:g} | {met} |")
+    demo = (report.get("details") or {}).get("demo_predicted_s")
+    if demo:
+        lines += ["", _demo_prediction(demo)]
     return "\n".join(lines)
+
+
+def _demo_prediction(demo: dict[str, Any]) -> str:
+    """How ``demo_predicted_s`` was reached: this machine's throughput against the reference."""
+    here = f"SimCLR training at {demo['images_per_s']:.0f} images/s with {demo['demo_threads']} "
+    ref = demo.get("reference")
+    if not ref:
+        return f"`demo_predicted_s`: {here}threads; no reference demo run to scale (skipped)."
+    return (
+        f"`demo_predicted_s`: {here}threads here, against {ref['images_per_s']:.0f} images/s on "
+        f"the reference machine ({ref.get('cpu')}, commit `{str(ref.get('git_commit'))[:10]}`), "
+        f"whose demo stages took {ref['demo_s']:.0f} s."
+    )
 
 
 #: The README's generated blocks, in the order they appear.

@@ -14,6 +14,7 @@ from lightning_talos.analysis.plots import plot_aia_bars, plot_roc, plot_tradeof
 from lightning_talos.errors import UserError
 from lightning_talos.report.frontier import frontier_compare, frontier_section
 from lightning_talos.report.privacy import plot_privacy_history
+from lightning_talos.report.profile import profile_table
 from lightning_talos.report.stronger import stronger_attacks_section
 from lightning_talos.stages.registry import (
     PAPER_ATTACKS,
@@ -272,6 +273,11 @@ def render(results: dict[str, Any], figure_paths: list[Path]) -> str:
         "",
         *claims(results),
         "",
+        *(
+            ["## Where the time went", "", profile_table(results), ""]
+            if profile_table(results)
+            else []
+        ),
         "## Figures",
         "",
         *[f"![{p.stem}]({p.name})" for p in figure_paths],

@@ -7,6 +7,9 @@ import time
 import uuid
 from pathlib import Path
 
+import torch
+
+from lightning_talos.profiling import host_profile, host_sample
 from lightning_talos.runs.context import RunContext
 from lightning_talos.runs.folder import Decision, Record
 from lightning_talos.runs.lock import stage_lock
@@ -72,7 +75,7 @@ def _attack_stage(ctx: RunContext, stage: AttackStage, method: Method) -> Path:
     if decision.action == "done":
         print(f"[{folder.path.name}] already done: {path}")
         return path
-    started = time.time()
+    started, host = time.time(), host_sample()
     config = expected(ctx, stage, method.name).config
     manifest = new_manifest(
         stage.name, None, config, inputs=decision.inputs, split_hash=ctx.splits.hash
@@ -86,6 +89,7 @@ def _attack_stage(ctx: RunContext, stage: AttackStage, method: Method) -> Path:
             completion_id=uuid.uuid4().hex,
             wall_time_s=round(time.time() - started, 2),
             finished_unix=time.time(),
+            profile=host_profile(host, host_sample(), threads=torch.get_num_threads()),
         )
 
     folder.record(Record(manifest), attack, fresh=False)

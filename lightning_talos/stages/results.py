@@ -89,6 +89,7 @@ def build_results(ctx: RunContext, timings: dict[str, float]) -> dict[str, Any]:
         "versions": versions(),
         "machine": machine_info(),
         "wall_time_s": _stage_times(ctx, timings),
+        "profile": _stage_profiles(ctx),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     results["claims"] = judge_claims(results)
@@ -102,6 +103,16 @@ def _stage_times(ctx: RunContext, timings: dict[str, float]) -> dict[str, float]
         manifest = ctx.folder_named(path.name).manifest
         if manifest and path.name not in out and "wall_time_s" in manifest:
             out[path.name] = manifest["wall_time_s"]
+    return out
+
+
+def _stage_profiles(ctx: RunContext) -> dict[str, dict[str, Any]]:
+    """Each stage's host and step profile, as recorded when it ran (see ``profiling``)."""
+    out = {}
+    for path in sorted(p for p in ctx.root.iterdir() if p.is_dir()):
+        manifest = ctx.folder_named(path.name).manifest
+        if manifest and "profile" in manifest:
+            out[path.name] = manifest["profile"]
     return out
 
 

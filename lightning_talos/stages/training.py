@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from lightning_talos.callbacks.profile import StepProfile
 from lightning_talos.data.datamodule import TalosDataModule
 from lightning_talos.errors import UserError
 from lightning_talos.interrupts import SignalInterruptError
 from lightning_talos.precision import precision_record
+from lightning_talos.profiling import host_profile, host_sample
 from lightning_talos.runs.checkpoints import Progress
 from lightning_talos.runs.context import RunContext
 from lightning_talos.runs.folder import LAST, Decision, Record
@@ -96,7 +99,7 @@ def _train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, Any
         return decision.manifest  # type: ignore[return-value]
     resuming = decision.action == "resume" and decision.manifest is not None
     wandb_id = decision.manifest["wandb_id"] if resuming else new_wandb_id()  # type: ignore[index]
-    started = time.time()
+    started, host = time.time(), host_sample()
     manifest = new_manifest(
         stage.name,
         role,
@@ -117,6 +120,9 @@ def _train_stage(ctx: RunContext, stage: TrainStage, role: str) -> dict[str, Any
             raise
         rec.manifest["epochs_completed"] = metrics["epochs"]
         rec.manifest["wall_time_s"] = round(time.time() - started, 2)
+        threads = torch.get_num_threads()
+        steps = metrics.pop("profile")
+        rec.manifest["profile"] = {**host_profile(host, host_sample(), threads=threads), **steps}
         rec.manifest["finished_unix"] = time.time()
         rec.manifest["status"] = "fast_dev_run" if cfg.trainer.fast_dev_run else "done"
         rec.manifest["completion_id"] = uuid.uuid4().hex
@@ -163,6 +169,8 @@ def _fit(
     audit = privacy_callback(cfg, dm, module, stage_dir, passes)
     if audit is not None:  # trainer.privacy_audit_every_n_epochs
         trainer.callbacks.append(audit)
+    profile = StepProfile()
+    trainer.callbacks.append(profile)
     ckpt, resumed = start or (None, None)
     manifest_path, last = stage_dir / "manifest.json", stage_dir / LAST
     try:  # SIGTERM / Ctrl-C: last.ckpt saved, manifest `interrupted`, exit 143 / 130
@@ -189,4 +197,5 @@ def _fit(
     merged["global_step"] = int(trainer.global_step)
     if stage.record is not None:
         merged["defence"] = stage.record(module)
+    merged["profile"] = profile.summary()  # into the manifest, not metrics.json
     return merged

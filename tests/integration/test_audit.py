@@ -52,6 +52,16 @@ def test_audit_writes_valid_results_and_report(audit_args: list[str]) -> None:
     report = (root / "report.md").read_text()
     assert "| Supervised |" in report and "| Talos |" in report
     assert (root / "roc.png").is_file() and (root / "aia.png").is_file()
+    # every stage's profile; a trained stage's steps and fit inside its wall time
+    profiles = results["meta"]["profile"]
+    assert set(profiles) == {n.name for n in nodes}
+    for name, profile in profiles.items():
+        assert profile["wall_s"] > 0 and profile["cpu_s"] >= 0 and profile["threads"] >= 1
+        if (root / name / "metrics.json").is_file():
+            assert profile["steps"] > 0 and 0 < profile["fit_s"] <= profile["wall_s"], name
+    pretrain = json.loads((root / "pretrain-target" / "metrics.json").read_text())
+    assert profiles["pretrain-target"]["steps"] == pretrain["global_step"]
+    assert "## Where the time went" in report
 
 
 def test_second_audit_trains_nothing_and_reads_each_manifest_once(

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from lightning_talos.bench.demo import load_reference, predict
 from lightning_talos.bench.launchers import AUDIT_ARGS, audit_local_vs_sequential
 from lightning_talos.bench.run import main
 from lightning_talos.precision import resolve_precision
+from lightning_talos.threads import available_cores
 
 TINY = [
     "data.batch_size=8",
@@ -53,6 +55,13 @@ def test_bench_writes_ratios_and_details(tmp_path: Path, monkeypatch: pytest.Mon
         assert details["precision"] == resolve_precision("auto", "cpu")[0]  # trainer=cpu
     assert report["details"]["bf16_channels_last_vs_fp32"]["bf16_loss_first_last"]
     assert report["machine"]["torch"] and report["machine"]["lightning"]
+    demo = report["details"]["demo_predicted_s"]
+    assert demo["images_per_s"] > 0 and demo["demo_threads"] == available_cores()
+    predicted = predict(load_reference(), demo["images_per_s"])  # the packaged reference
+    if predicted is None:
+        assert report["demo_predicted_s"] is None
+    else:
+        assert report["demo_predicted_s"] == pytest.approx(predicted)
     for key in ("concurrent_vs_alone", "audit_local_vs_sequential", "slurm_submit_to_start_s"):
         assert report[key] is None  # skipped, and said so
         assert report["targets"][key]["met"] is None

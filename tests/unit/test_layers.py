@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "lightning_talos"
 #: Bottom to top. A name is a folder of the package or one of its top-level modules.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "errors"),
-    ("safe_load", "distributed", "precision", "threads", "interrupts"),
+    ("safe_load", "distributed", "precision", "threads", "interrupts", "profiling"),
     ("config", "data", "models", "losses", "optim"),
     ("attacks",),
     ("defences",),
