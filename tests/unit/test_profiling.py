@@ -169,9 +169,18 @@ def test_refresh_reads_the_demo_run_and_the_bench_and_a_bad_reference_is_one_err
     assert "kept" in refresh_reference(tmp_path, path)  # nothing to read
     (tmp_path / "runs" / "demo").mkdir(parents=True)
     (tmp_path / "runs" / "demo" / "results.json").write_text(json.dumps(_demo()))
-    (tmp_path / "bench.json").write_text(json.dumps(_bench_report()))
+    report = {
+        **_bench_report(ips=250.0),
+        "demo_predicted_s": None,
+        "targets": {"demo_predicted_s": {"target": 600.0, "kind": "max", "met": None}},
+    }
+    (tmp_path / "bench.json").write_text(json.dumps(report))
     assert "rewritten" in refresh_reference(tmp_path, path)
-    assert json.loads(path.read_text())["images_per_s"] == 500.0
+    assert json.loads(path.read_text())["images_per_s"] == 250.0
+    # the bench's prediction is recomputed from its own measurement and the new reference
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert bench["demo_predicted_s"] == 300.0 and bench["targets"]["demo_predicted_s"]["met"]
+    assert bench["details"]["demo_predicted_s"]["reference"]["demo_s"] == 300.0
     path.write_text('{"demo_s": 1}')
     with pytest.raises(UserError, match="not a demo reference"):
         load_reference(path)
