@@ -44,7 +44,7 @@ AUDIT = [
     "run.name=tiny",
 ]
 #: Keys of results.json meta that describe the process, not the result.
-VOLATILE = ("wall_time_s", "created", "machine")
+VOLATILE = ("wall_time_s", "profile", "created", "machine")
 WAIT_S = 420
 
 
