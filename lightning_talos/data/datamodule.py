@@ -82,10 +82,17 @@ class QuarterDataset(Dataset):
         return Sample(j, image, int(self.labels[j]), int(self.attributes[j]))
 
     def __getitems__(self, items: Sequence[int]) -> Sample | list[Sample]:
+        """One batch: sliced from the in-memory tensors, each image transformed under its own
+        seed when there is a transform (stacked here, not by ``default_collate``). An empty
+        Poisson batch (DP-SGD) with a transform is an empty list, which its collate fills in."""
+        if self.transform is not None and not items:
+            return []
+        idx = self.indices[torch.as_tensor([int(i) for i in items], dtype=torch.long)]
+        images = self.pool.images[idx]
         if self.transform is not None:
-            return [self[i] for i in items]
-        idx = self.indices[torch.as_tensor(items, dtype=torch.long)]
-        return Sample(idx, self.pool.images[idx], self.labels[idx], self.attributes[idx])
+            keys = [getattr(i, "key", None) for i in items]
+            images = torch.stack([seeded(k, self.transform, x) for k, x in zip(keys, images)])
+        return Sample(idx, images, self.labels[idx], self.attributes[idx])
 
 
 class ViewsAndOriginal:

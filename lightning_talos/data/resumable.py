@@ -85,15 +85,21 @@ class Draw(int):
 
 def seeded(key: int | None, fn: Callable[[Any], Any], value: Any) -> Any:
     """``fn(value)`` with torch's CPU generator seeded by ``key``; the generator's state is put
-    back after, so the caller's stream is untouched. ``key=None`` calls ``fn`` plainly."""
+    back after, so the caller's stream is untouched. ``key=None`` calls ``fn`` plainly.
+
+    Only the CPU generator is seeded (the transforms draw on the CPU): ``torch.manual_seed``
+    also seeds every accelerator's generators and cost 134 us per sample against 2 us here,
+    most of a flip-only batch's loading time; the CPU draws are the same.
+    """
     if key is None:
         return fn(value)
-    state = torch.get_rng_state()
-    torch.manual_seed(key)
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(key)
     try:
         return fn(value)
     finally:
-        torch.set_rng_state(state)
+        generator.set_state(state)
 
 
 class EpochSampler(DistributedSampler):

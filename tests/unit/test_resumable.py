@@ -157,3 +157,20 @@ def test_data_position_from_the_loop_counters(processed: int, expected: dict) ->
         num_training_batches=4,
     )
     assert data_position(trainer) == expected
+
+
+def test_a_batch_equals_its_samples_one_by_one_and_leaves_the_callers_stream() -> None:
+    dataset = QuarterDataset(_pool(), np.arange(24), FlipAugment(8))
+    draws = [Draw(i, mix(3, 1, i)) for i in (5, 0, 17, 9)]
+    torch.manual_seed(7)
+    expected_next = torch.rand(3)
+    torch.manual_seed(7)
+    batch = dataset.__getitems__(draws)
+    assert torch.equal(torch.rand(3), expected_next)  # the per-sample seeds were put back
+    one_by_one = collate([dataset[d] for d in draws])
+    for got, want in zip(batch, one_by_one):
+        assert torch.equal(got, want)
+    # seeded() draws what torch.manual_seed(key) would have drawn
+    torch.manual_seed(mix(3, 1, 17))
+    assert torch.equal(batch.image[2], FlipAugment(8)(_pool().images[17]))
+    assert dataset.__getitems__([]) == []  # an empty Poisson batch, filled in by its collate
