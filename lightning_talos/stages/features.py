@@ -13,6 +13,7 @@ from torch import Tensor
 from lightning_talos.attacks.outputs import ModelOutputs, SplitOutputs
 from lightning_talos.data.datamodule import TalosDataModule
 from lightning_talos.data.splits import QUARTERS
+from lightning_talos.precision import AutocastEval
 from lightning_talos.runs.context import RunContext
 from lightning_talos.safe_load import checkpoint_error, file_digest, load_arrays, save_arrays
 
@@ -52,7 +53,8 @@ class ModelSource:
         return folder.require_done(self.rebuild.format(role=role))
 
     def classifier(self, role: str) -> torch.nn.Module:
-        """The trained classifier of ``role`` in eval mode.
+        """The trained classifier of ``role`` in eval mode, queried at its training precision
+        (:class:`~lightning_talos.precision.AutocastEval`).
 
         Raises:
             UserError: when the stage has not finished or its checkpoint is unreadable.
@@ -63,7 +65,12 @@ class ModelSource:
             model = self.load(path)
         except Exception as err:  # truncated, foreign or hostile (nothing in it is run): one line
             raise checkpoint_error(path, err) from None
-        return model.to(device()).eval()
+        return AutocastEval(model.to(device()).eval(), self.precision(role))
+
+    def precision(self, role: str) -> str:
+        """The precision the model was trained and validated in, which the attacks query it
+        in (manifests written before it was recorded: 32-true)."""
+        return str(self.manifest(role).get("precision") or "32-true")
 
     def quarters(self, role: str) -> dict[str, SplitOutputs]:
         """The model's outputs on all four quarters, from ``<run>/features/`` when cached.
@@ -79,6 +86,7 @@ class ModelSource:
             "completion_id": self.manifest(role)["completion_id"],
             "split_hash": ctx.splits.hash,
             "checkpoint_sha256": file_digest(checkpoint) if checkpoint.is_file() else "",
+            "precision": self.precision(role),
         }
         cached = _read_cache(path)
         if cached is not None and cached["key"] == key:

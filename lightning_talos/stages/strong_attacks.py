@@ -316,6 +316,7 @@ def _key(source: ModelSource, role: str, index: np.ndarray, settings: dict) -> d
     return {
         "completion_id": source.manifest(role)["completion_id"],
         "split_hash": source.ctx.splits.hash,
+        "precision": source.precision(role),
         "index": index.tolist(),
         **settings,
     }

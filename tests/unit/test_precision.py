@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from lightning_talos import precision
 from lightning_talos.config.load import compose
-from lightning_talos.precision import precision_record, resolve_precision
+from lightning_talos.precision import AutocastEval, precision_record, resolve_precision
 
 
 def _cpu(monkeypatch: pytest.MonkeyPatch, *, capability: str, flags: list[str]) -> None:
@@ -82,3 +83,31 @@ class _FakePath:
 
     def read_text(self) -> str:
         return self.text
+
+
+class _Classifier(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.head = torch.nn.Linear(4, 3)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+def test_the_attacks_query_a_model_at_its_training_precision() -> None:
+    model, x = _Classifier().eval(), torch.rand(5, 3, 8, 8)
+    with torch.no_grad():
+        plain = AutocastEval(model, "32-true")
+        assert torch.equal(plain(x), model(x))  # fp32: untouched
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reference = model(x).float()
+        mixed = AutocastEval(model, "bf16-mixed")
+        out = mixed(x)
+        assert out.dtype == torch.float32 and torch.equal(out, reference)
+        assert not torch.equal(out, model(x))  # bf16 rounding shows: the wrapper did autocast
+        assert torch.equal(mixed.head(mixed.embed(x)), out)  # the path feature extraction takes
