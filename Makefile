@@ -78,13 +78,16 @@ demo: .venv/.installed ## the whole paper on the embedded synthetic dataset, CPU
 readme: .venv/.installed ## rewrite every numbers table of README.md from its named run (runs/*, bench.json)
 	$(RUN) readme
 
-readme-runs: .venv/.installed ## every run the README's tables are written from (hours on 2 cores; then make readme)
+# The README's longer runs train two stages at a time (one thread each: see "Launchers").
+PARALLEL = launcher=local launcher.parallel=2
+
+readme-runs: .venv/.installed ## every run the README's tables are written from (~1.5 h on 2 cores; then make readme)
 	$(RUN) audit experiment=demo run.name=demo
-	$(RUN) audit experiment=demo run.name=demo-3seeds seeds=[0,1,2]
-	$(RUN) sweep talos_settings
-	$(RUN) audit experiment=synthetic_refs run.name=refs
-	$(RUN) audit experiment=defences
+	$(RUN) audit experiment=demo run.name=demo-3seeds seeds=[0,1,2] $(PARALLEL)
+	$(RUN) audit experiment=defences $(PARALLEL)
 	$(RUN) bench
+	$(RUN) audit experiment=synthetic_refs run.name=refs $(PARALLEL)
+	$(RUN) sweep talos_settings $(PARALLEL)
 
 bench: .venv/.installed ## throughput ratios -> bench.json
 	$(RUN) bench $(ARGS)

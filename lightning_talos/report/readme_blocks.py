@@ -167,17 +167,32 @@ def _demo_prediction(demo: dict[str, Any]) -> str:
     )
 
 
-#: The README's generated blocks, in the order they appear.
+#: How ``make readme-runs`` runs the longer audits: two stages at a time, one thread each.
+PARALLEL = "launcher=local launcher.parallel=2"
+
+#: The README's generated blocks, in the order they appear; each command is the line of
+#: ``make readme-runs`` that makes its source.
 BLOCKS = (
     Block("demo", "runs/demo", "make demo", _demo),
-    Block("demo-3seeds", "runs/demo-3seeds", "make demo SEEDS=3", _demo),
-    Block("talos-settings", "runs/talos-settings", "lightning-talos sweep talos_settings", _sweep),
     Block(
-        "refs", "runs/refs", "lightning-talos audit experiment=synthetic_refs run.name=refs", _refs
-    ),  # fmt: skip
-    Block("defences", "runs/defences", "lightning-talos audit experiment=defences", _defences),
+        "demo-3seeds", "runs/demo-3seeds",
+        f"lightning-talos audit experiment=demo run.name=demo-3seeds seeds=[0,1,2] {PARALLEL}",
+        _demo,
+    ),
+    Block(
+        "talos-settings", "runs/talos-settings", f"lightning-talos sweep talos_settings {PARALLEL}",
+        _sweep,
+    ),
+    Block(
+        "refs", "runs/refs",
+        f"lightning-talos audit experiment=synthetic_refs run.name=refs {PARALLEL}", _refs,
+    ),
+    Block(
+        "defences", "runs/defences", f"lightning-talos audit experiment=defences {PARALLEL}",
+        _defences,
+    ),
     Block("bench", "bench.json", "make bench", _bench),
-)
+)  # fmt: skip
 
 
 def block_markers(block: Block) -> tuple[str, str]:

@@ -89,7 +89,8 @@ def test_blocks_are_written_from_their_runs_and_kept_or_pending_without(tmp_path
     written = write_blocks(readme, tmp_path)
     assert written == ["defences", "bench"]
     text = readme.read_text()
-    assert "`feedface01`" in text and "Command: `lightning-talos audit experiment=defences`" in text
+    command = "lightning-talos audit experiment=defences launcher=local launcher.parallel=2"
+    assert "`feedface01`" in text and f"Command: `{command}`" in text
     assert "| DP-SGD | " in text and "inf (no noise)" in text  # clipping only: epsilon infinity
     assert "| `lightning_vs_plain` | 0.99 | >= 0.97 | yes |" in text
     assert "`0123456789`" in text and "bf16-mixed" in text
