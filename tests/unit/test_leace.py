@@ -138,3 +138,16 @@ def test_identity_before_fit_and_bad_inputs() -> None:
         ConceptEraser.fit(x, torch.zeros(10, dtype=torch.long), method="lasso")
     with pytest.raises(ValueError, match="expected embeddings"):
         ConceptEraser(DIM)(torch.randn(3, DIM + 1))
+
+
+def test_erasure_under_bf16_autocast_is_the_fp32_erasure() -> None:
+    """A bf16-mixed model's embedding is erased in fp32: under autocast a bf16 matmul would
+    leave part of the erased direction (the class means would no longer coincide)."""
+    x, attr, _ = planted(500, seed=4)
+    eraser = ConceptEraser.fit(x, attr)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = eraser(x)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, eraser(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        from_bf16 = eraser(x.bfloat16())
+    assert from_bf16.dtype == torch.bfloat16  # returned in the input's dtype
