@@ -73,7 +73,8 @@ def demo_body(results: dict[str, Any]) -> list[str]:
         table(results),
         "\n".join(claims(results)),
     ]
-    return [*parts, profile_table(results)] if profile_table(results) else parts
+    profile = profile_table(results)
+    return [*parts, profile] if profile else parts
 
 
 def demo_block(results: dict[str, Any], name: str) -> str:

@@ -273,17 +273,19 @@ def render(results: dict[str, Any], figure_paths: list[Path]) -> str:
         "",
         *claims(results),
         "",
-        *(
-            ["## Where the time went", "", profile_table(results), ""]
-            if profile_table(results)
-            else []
-        ),
+        *_profile_section(results),
         "## Figures",
         "",
         *[f"![{p.stem}]({p.name})" for p in figure_paths],
         "",
     ]
     return "\n".join(lines)
+
+
+def _profile_section(results: dict[str, Any]) -> list[str]:
+    """The per-stage profile under its heading, or nothing when no stage recorded one."""
+    profile = profile_table(results)
+    return ["## Where the time went", "", profile, ""] if profile else []
 
 
 def _resolution_note(results: dict[str, Any]) -> str:
